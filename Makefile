@@ -1,0 +1,42 @@
+# gpufleet — the two quick-start commands are `make plan` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+export UV_PYTHON := $(shell command -v $(PYTHON))
+
+.PHONY: plan validate render test test-fast lint lab lab-full lab-clean bench clean env env-dev
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# The locked runtime environment (what `gpufleet` needs to run).
+env: $(UV)
+	$(UV) sync --frozen --no-dev --quiet
+
+# The locked environment plus everything the tests need.
+env-dev: $(UV)
+	$(UV) sync --frozen --quiet
+
+plan: env
+	$(VENV)/bin/gpufleet plan
+
+validate: env
+	$(VENV)/bin/gpufleet validate
+
+render: env
+	$(VENV)/bin/gpufleet render --out out
+
+test: env-dev
+	./tests/install-system-deps.sh
+	$(VENV)/bin/pytest -q
+
+test-fast: env-dev
+	$(VENV)/bin/pytest -q -m "not lab"
+
+clean:
+	rm -rf out .pytest_cache .hypothesis
