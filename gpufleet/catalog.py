@@ -1,0 +1,115 @@
+"""The accelerator and instance catalogue: what each GPU and AWS instance carries.
+
+Figures and where they come from:
+
+* GPU memory is the total that ``nvidia-smi --query-gpu=memory.total`` reports,
+  in MiB, as published in NVIDIA's product datasheets (H100 SXM5, H200 SXM,
+  A100 40/80 GB, L40S, L4) and AWS's G5 page for the A10G. Memory arithmetic
+  uses GiB (MiB / 1024).
+* NVLink bandwidth per GPU and NVSwitch presence: NVIDIA datasheets (HGX
+  baseboards carry NVSwitch; PCIe cards L40S, L4 and A10G have no NVLink).
+* MIG profiles per GPU: :mod:`gpufleet.mig`, checked in the tests against the
+  GPU operator's default mig-parted configuration.
+* Instance types: the "Accelerated computing" and "General purpose"
+  specifications pages of the Amazon EC2 User Guide (GPUs, vCPUs, memory,
+  maximum EFA interfaces). Only the types listed here are accepted in a node
+  pool, so a typo fails validation instead of failing at ``pulumi up``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    id: str
+    product: str
+    memory_mib: int
+    nvlink_gbps: int  # per GPU, bidirectional GB/s; 0 when the card has none
+    nvswitch: bool  # on the baseboards it ships on (HGX)
+    fp8: bool  # hardware FP8 tensor cores (Hopper, Ada)
+    mig: bool
+    pci_device_ids: tuple[str, ...]  # vendor 10de, as lspci -nn shows them
+    hourly_usd: float  # list price of one GPU-hour, for cost dashboards (on-demand, see COST_SOURCE)
+
+    @property
+    def memory_gib(self) -> float:
+        return self.memory_mib / 1024
+
+
+COST_SOURCE = (
+    "GPU-hour list prices derived from AWS on-demand prices in us-east-1 "
+    "(instance price / GPUs per instance): p5.48xlarge, p5e.48xlarge, "
+    "p4d.24xlarge, p4de.24xlarge, g6e.12xlarge, g6.xlarge, g5.xlarge"
+)
+
+ACCELERATORS: dict[str, Accelerator] = {
+    a.id: a
+    for a in (
+        Accelerator("h100-80gb", "NVIDIA H100 SXM5 80GB", 81559, 900, True, True, True, ("2330",), 6.88),
+        Accelerator("h200-141gb", "NVIDIA H200 SXM 141GB", 143771, 900, True, True, True, ("2335",), 7.91),
+        Accelerator("a100-40gb", "NVIDIA A100 SXM4 40GB", 40960, 600, True, False, True, ("20b0",), 4.10),
+        Accelerator("a100-80gb", "NVIDIA A100 SXM4 80GB", 81920, 600, True, False, True, ("20b2",), 5.12),
+        Accelerator("l40s", "NVIDIA L40S 48GB", 46068, 0, False, True, False, ("26b9",), 2.62),
+        Accelerator("l4", "NVIDIA L4 24GB", 23034, 0, False, True, False, ("27b8",), 0.80),
+        Accelerator("a10g", "NVIDIA A10G 24GB", 23028, 0, False, False, False, ("2237",), 1.01),
+    )
+}
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    name: str
+    vcpus: int
+    memory_gib: int
+    accelerator: str | None = None
+    gpus: int = 0
+    efa_interfaces: int = 0  # 0: EFA not supported
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.gpus > 0
+
+
+def _family(prefix: str, acc: str | None, rows: list[tuple[str, int, int, int, int]]) -> list[InstanceType]:
+    return [InstanceType(f"{prefix}.{size}", vcpu, mem, acc if gpus else None, gpus, efa) for size, vcpu, mem, gpus, efa in rows]
+
+
+_CPU_SIZES = [("large", 2), ("xlarge", 4), ("2xlarge", 8), ("4xlarge", 16), ("8xlarge", 32), ("12xlarge", 48), ("16xlarge", 64)]
+
+INSTANCE_TYPES: dict[str, InstanceType] = {
+    t.name: t
+    for t in [
+        # size, vCPUs, memory GiB, GPUs, max EFA interfaces
+        *_family("p5", "h100-80gb", [("48xlarge", 192, 2048, 8, 32)]),
+        *_family("p5e", "h200-141gb", [("48xlarge", 192, 2048, 8, 32)]),
+        *_family("p5en", "h200-141gb", [("48xlarge", 192, 2048, 8, 16)]),
+        *_family("p4d", "a100-40gb", [("24xlarge", 96, 1152, 8, 4)]),
+        *_family("p4de", "a100-80gb", [("24xlarge", 96, 1152, 8, 4)]),
+        *_family("g6e", "l40s", [
+            ("xlarge", 4, 32, 1, 0), ("2xlarge", 8, 64, 1, 0), ("4xlarge", 16, 128, 1, 0),
+            ("8xlarge", 32, 256, 1, 1), ("12xlarge", 48, 384, 4, 1), ("16xlarge", 64, 512, 1, 1),
+            ("24xlarge", 96, 768, 4, 2), ("48xlarge", 192, 1536, 8, 4),
+        ]),
+        *_family("g6", "l4", [
+            ("xlarge", 4, 16, 1, 0), ("2xlarge", 8, 32, 1, 0), ("4xlarge", 16, 64, 1, 0),
+            ("8xlarge", 32, 128, 1, 1), ("12xlarge", 48, 192, 4, 1), ("16xlarge", 64, 256, 1, 1),
+            ("24xlarge", 96, 384, 4, 1), ("48xlarge", 192, 768, 8, 1),
+        ]),
+        *_family("g5", "a10g", [
+            ("xlarge", 4, 16, 1, 0), ("2xlarge", 8, 32, 1, 0), ("4xlarge", 16, 64, 1, 0),
+            ("8xlarge", 32, 128, 1, 1), ("12xlarge", 48, 192, 4, 1), ("16xlarge", 64, 256, 1, 1),
+            ("24xlarge", 96, 384, 4, 1), ("48xlarge", 192, 768, 8, 1),
+        ]),
+        *(InstanceType(f"{fam}.{size}", vcpu, vcpu * ratio) for fam, ratio in (("m7i", 4), ("m6i", 4), ("c7i", 2), ("r7i", 8)) for size, vcpu in _CPU_SIZES),
+    ]
+}
+
+
+def accelerator_by_pci_id(device_id: str) -> Accelerator | None:
+    device_id = device_id.lower()
+    for acc in ACCELERATORS.values():
+        if device_id in acc.pci_device_ids:
+            return acc
+    return None

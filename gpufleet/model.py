@@ -1,0 +1,591 @@
+"""The fleet model: loads fleet.yaml, the Pulumi stack files and the inventories,
+validates each against its schema and cross-checks them against each other.
+
+``load_fleet(path)`` returns a :class:`Fleet` or raises :class:`FleetError`
+with every problem found, each tied to the file and key the user must edit.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from gpufleet import mig
+from gpufleet.catalog import ACCELERATORS, INSTANCE_TYPES
+from gpufleet.errors import FleetError, Problem, did_you_mean, key_path
+from gpufleet.inventory import ResolvedHost, load_inventory, load_yaml
+from gpufleet.schema import (
+    AwsStackConfig,
+    DatacenterStackConfig,
+    FleetSpec,
+    NodePool,
+    Queue,
+    ServedModel,
+    ServerVars,
+    SiteSpec,
+    Team,
+)
+
+DEFAULT_FLEET = Path("stacks/fleet.yaml")
+GPU_MEMORY_UTILIZATION = 0.9  # share of GPU memory vLLM may use (its default)
+RUNTIME_OVERHEAD_GIB = 1.0  # per GPU: CUDA context, activations, CUDA graphs
+BYTES_PER_PARAM = {"none": 2.0, "fp8": 1.0, "int8": 1.0, "awq": 0.5, "gptq": 0.5}
+_PULUMI_TOP_KEYS = {"config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment"}
+_SERVER_PREFIX = "gpufleet_"
+
+
+# ----------------------------------------------------------------- resolved model
+
+
+@dataclass
+class Server:
+    name: str
+    site: str
+    groups: list[str]
+    ansible_host: str | None
+    spec: ServerVars
+
+    @property
+    def mig_gpus(self) -> int:
+        n = 0
+        for group in self.spec.mig_layout:
+            n += self.spec.gpu_count if group.devices == "all" else len(set(group.devices))
+        return min(n, self.spec.gpu_count)
+
+    @property
+    def whole_gpus(self) -> int:
+        return self.spec.gpu_count - self.mig_gpus
+
+    @property
+    def mig_slices(self) -> Counter[str]:
+        out: Counter[str] = Counter()
+        for group in self.spec.mig_layout:
+            gpus = self.spec.gpu_count if group.devices == "all" else len(set(group.devices))
+            for prof, count in group.profiles.items():
+                out[prof] += count * gpus
+        return out
+
+    @property
+    def mig_config(self) -> str:
+        return mig.config_name([g.model_dump() for g in self.spec.mig_layout])
+
+
+@dataclass
+class Site:
+    spec: SiteSpec
+    stack_file: str
+    aws: AwsStackConfig | None = None
+    servers: list[Server] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def is_aws(self) -> bool:
+        return self.spec.kind == "aws"
+
+    @property
+    def region(self) -> str | None:
+        return self.spec.region
+
+    @property
+    def kubernetes_version(self) -> str:
+        return self.aws.cluster.kubernetes_version if self.aws else str(self.spec.kubernetes_version)
+
+    @property
+    def node_pools(self) -> list[NodePool]:
+        return list(self.aws.node_pools) if self.aws else []
+
+    @property
+    def fabric(self) -> str:
+        """The GPU-to-GPU fabric NCCL uses across nodes at this site."""
+        if self.aws:
+            return "efa" if any(p.efa for p in self.aws.node_pools) else "tcp"
+        fabrics = {s.spec.fabric for s in self.servers if s.spec.gpu_count}
+        for f in ("infiniband", "roce", "efa"):
+            if f in fabrics:
+                return f
+        return "tcp"
+
+    def gpu_capacity(self) -> Counter[str]:
+        """Whole GPUs per accelerator: servers' non-MIG GPUs, or pools at max size."""
+        out: Counter[str] = Counter()
+        if self.aws:
+            for pool in self.aws.node_pools:
+                if pool.accelerator:
+                    out[pool.accelerator] += pool.max_size * pool.gpus_per_node
+        for s in self.servers:
+            if s.spec.accelerator and s.whole_gpus:
+                out[s.spec.accelerator] += s.whole_gpus
+        return out
+
+    def mig_capacity(self) -> Counter[tuple[str, str]]:
+        out: Counter[tuple[str, str]] = Counter()
+        for s in self.servers:
+            for prof, count in s.mig_slices.items():
+                out[(str(s.spec.accelerator), prof)] += count
+        return out
+
+    def accelerators(self) -> set[str]:
+        return set(self.gpu_capacity()) | {a for a, _ in self.mig_capacity()}
+
+
+@dataclass
+class QueueRef:
+    team: Team
+    queue: Queue
+
+    @property
+    def name(self) -> str:
+        return self.queue.name
+
+    @property
+    def namespace(self) -> str:
+        return self.team.namespace
+
+
+@dataclass
+class Fleet:
+    root: Path
+    spec: FleetSpec
+    sites: list[Site]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def hub(self) -> str:
+        return self.spec.hub
+
+    @property
+    def teams(self) -> list[Team]:
+        return list(self.spec.teams)
+
+    @property
+    def queues(self) -> list[QueueRef]:
+        return [QueueRef(t, q) for t in self.spec.teams for q in t.queues]
+
+    @property
+    def models(self) -> list[ServedModel]:
+        return list(self.spec.models)
+
+    @property
+    def residency(self):
+        return list(self.spec.residency)
+
+    def site(self, name: str) -> Site:
+        for s in self.sites:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def allowed_sites(self, data_class: str | None) -> list[str] | None:
+        """Sites allowed to hold ``data_class``; None when unrestricted."""
+        if data_class is None:
+            return None
+        for rule in self.spec.residency:
+            if rule.data_class == data_class:
+                return list(rule.sites)
+        return []
+
+    def worker_sites(self) -> list[str]:
+        return [s.name for s in self.sites if s.name != self.hub]
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def model_weights_gib(model: ServedModel) -> float:
+    return model.parameters_b * 1e9 * BYTES_PER_PARAM[model.quantization] / 2**30
+
+
+def replica_memory_need_gib(model: ServedModel) -> float:
+    gpus = model.placement.gpus
+    return model_weights_gib(model) + model.kv_cache_gib + RUNTIME_OVERHEAD_GIB * gpus
+
+
+def replica_memory_gib(model: ServedModel) -> float:
+    """Memory a replica's placement offers to vLLM."""
+    p = model.placement
+    if p.mig_profile:
+        prof = mig.MIG_PROFILES.get(p.accelerator, {}).get(p.mig_profile)
+        total = float(prof.memory_gib) if prof else 0.0
+    else:
+        total = ACCELERATORS[p.accelerator].memory_gib * p.gpus
+    return total * GPU_MEMORY_UTILIZATION
+
+
+def _validation_problems(exc: ValidationError, file: str, model: type[BaseModel], prefix: Iterable[Any] = ()) -> list[Problem]:
+    out = []
+    for err in exc.errors():
+        loc = [*prefix, *err["loc"]]
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            parent = _field_names_at(model, list(err["loc"])[:-1])
+            msg = f"unknown key{did_you_mean(str(err['loc'][-1]), parent)}"
+            if parent:
+                msg += f"; expected one of: {', '.join(sorted(parent))}"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        elif msg.startswith("Assertion failed, "):
+            msg = msg[len("Assertion failed, ") :]
+        if err["type"] in ("string_type", "int_type", "float_type", "bool_type", "list_type", "dict_type") and "input" in err:
+            msg += f" (got {type(err['input']).__name__} {err['input']!r:.40})"
+        out.append(Problem(file, key_path(loc), msg))
+    return out
+
+
+def _field_names_at(model: type[BaseModel], loc: list[Any]) -> list[str]:
+    """Names of the keys a model accepts at a location, for 'did you mean'."""
+    import typing
+
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        fields = current.model_fields
+        name = next((n for n, f in fields.items() if part in (n, f.alias)), None)
+        if name is None:
+            return []
+        ann = fields[name].annotation
+        current = _inner_model(ann, typing)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items()]
+    return []
+
+
+def _inner_model(ann: Any, typing: Any) -> Any:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in getattr(ann, "__args__", ()) or ():
+        found = _inner_model(arg, typing)
+        if found is not None:
+            return found
+    return None
+
+
+# ------------------------------------------------------------------------ loading
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def load_fleet(path: str | Path = DEFAULT_FLEET) -> Fleet:
+    """Load and cross-check the fleet whose fleet-wide file is ``path``."""
+    path = Path(path)
+    problems: list[Problem] = []
+    fleet_file = str(path)
+    if not path.is_file():
+        raise FleetError([Problem(fleet_file, "", "file not found" if not path.exists() else "not a file")])
+    stacks_dir = path.parent
+    root = stacks_dir.parent  # inventory paths are relative to the project root
+    data = load_yaml(path, fleet_file, problems)
+    if problems:
+        raise FleetError(problems)
+    if data is None:
+        raise FleetError([Problem(fleet_file, "", "the file is empty; expected a mapping with name, hub and sites")])
+    if not isinstance(data, dict):
+        raise FleetError([Problem(fleet_file, "", f"expected a mapping with name, hub and sites, not {type(data).__name__}")])
+    try:
+        spec = FleetSpec.model_validate(data)
+    except ValidationError as exc:
+        raise FleetError(_validation_problems(exc, fleet_file, FleetSpec)) from None
+
+    sites: list[Site] = []
+    for i, site_spec in enumerate(spec.sites):
+        site = _load_site(site_spec, i, stacks_dir, root, fleet_file, problems)
+        if site:
+            sites.append(site)
+    _stray_stacks(stacks_dir, {s.name for s in spec.sites}, problems)
+    fleet = Fleet(root=root, spec=spec, sites=sites)
+    if not problems:
+        problems.extend(cross_check(fleet, fleet_file))
+    if problems:
+        raise FleetError(sorted(set(problems), key=lambda p: (p.file, p.path, p.message)))
+    return fleet
+
+
+def _stray_stacks(stacks_dir: Path, names: set[str], problems: list[Problem]) -> None:
+    for p in sorted(stacks_dir.glob("Pulumi.*.yaml")):
+        site = p.name[len("Pulumi.") : -len(".yaml")]
+        if site not in names:
+            problems.append(Problem(str(p), "", f"stack for '{site}', which is not a site in fleet.yaml{did_you_mean(site, names)}"))
+
+
+def _load_site(spec: SiteSpec, index: int, stacks_dir: Path, root: Path, fleet_file: str, problems: list[Problem]) -> Site | None:
+    stack_path = stacks_dir / f"Pulumi.{spec.name}.yaml"
+    stack_file = str(stack_path)
+    if not stack_path.is_file():
+        problems.append(Problem(fleet_file, f"sites[{index}]", f"no stack file {stack_file} for site '{spec.name}'"))
+        return None
+    n = len(problems)
+    raw = load_yaml(stack_path, stack_file, problems)
+    if len(problems) > n:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("config"), dict):
+        problems.append(Problem(stack_file, "config" if isinstance(raw, dict) else "", "a Pulumi stack file needs a 'config' mapping"))
+        return None
+    for key in raw:
+        if key not in _PULUMI_TOP_KEYS:
+            problems.append(Problem(stack_file, str(key), f"unknown top-level key{did_you_mean(str(key), _PULUMI_TOP_KEYS)}"))
+    config = raw["config"]
+    ours: dict[str, Any] = {}
+    for key, value in config.items():
+        ns, _, name = str(key).partition(":")
+        if not name:
+            problems.append(Problem(stack_file, f"config.{key}", "config keys are namespaced, e.g. gpufleet:site or aws:region"))
+        elif ns == "gpufleet":
+            ours[name] = value
+    site = Site(spec=spec, stack_file=stack_file)
+    model: type[BaseModel] = AwsStackConfig if spec.kind == "aws" else DatacenterStackConfig
+    try:
+        parsed = model.model_validate(ours)
+    except ValidationError as exc:
+        for p in _validation_problems(exc, stack_file, model):
+            problems.append(Problem(p.file, f"config.gpufleet:{p.path}" if p.path else "config", p.message))
+        return None
+    if parsed.site != spec.name:
+        problems.append(Problem(stack_file, "config.gpufleet:site", f"'{parsed.site}' does not match the stack's site '{spec.name}'"))
+    if spec.kind == "aws":
+        region = config.get("aws:region")
+        if region is None:
+            problems.append(Problem(stack_file, "config.aws:region", "required key is missing"))
+        elif region != spec.region:
+            problems.append(Problem(stack_file, "config.aws:region", f"'{region}' does not match the site's region '{spec.region}' in {fleet_file}"))
+        site.aws = parsed  # type: ignore[assignment]
+    else:
+        aws_keys = [k for k in config if str(k).startswith("aws:")]
+        for k in aws_keys:
+            problems.append(Problem(stack_file, f"config.{k}", "a datacenter stack declares no AWS resources"))
+        site.servers = _load_servers(spec, root, problems)
+    return site
+
+
+def _load_servers(spec: SiteSpec, root: Path, problems: list[Problem]) -> list[Server]:
+    inv_rel = str(spec.inventory)
+    inv = load_inventory(root / inv_rel, inv_rel, problems)
+    if inv is None:
+        return []
+    if not inv.hosts:
+        problems.append(Problem(inv_rel, "", "the inventory has no hosts"))
+    servers = []
+    for host in inv.hosts.values():
+        server = _server(host, spec, problems)
+        if server:
+            servers.append(server)
+    return servers
+
+
+_SERVER_KEYS = {f"{_SERVER_PREFIX}{n}" for n in ServerVars.model_fields}
+
+
+def _server(host: ResolvedHost, spec: SiteSpec, problems: list[Problem]) -> Server | None:
+    ours: dict[str, Any] = {}
+    for key, value in host.vars.items():
+        if key.startswith(_SERVER_PREFIX):
+            if key not in _SERVER_KEYS:
+                problems.append(Problem(host.origin[key], f"{host.name}.{key}", f"unknown gpufleet variable{did_you_mean(key, _SERVER_KEYS)}"))
+                continue
+            ours[key[len(_SERVER_PREFIX) :]] = value
+    try:
+        sv = ServerVars.model_validate(ours)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = list(err["loc"])
+            var = f"{_SERVER_PREFIX}{loc[0]}" if loc else ""
+            file = host.origin.get(var) or next(iter(set(host.origin.values())), spec.inventory or "")
+            if err["type"] == "missing":
+                msg = f"{var} is not set for this host (set it in group_vars or host_vars)"
+            else:
+                msg = err["msg"].removeprefix("Value error, ")
+            path = key_path([host.name, var, *loc[1:]]) if var else host.name
+            problems.append(Problem(str(file), path, msg))
+        return None
+    if sv.site != spec.name:
+        problems.append(Problem(host.origin.get("gpufleet_site", str(spec.inventory)), f"{host.name}.gpufleet_site", f"'{sv.site}' but the inventory belongs to site '{spec.name}'"))
+    for gi, group in enumerate(sv.mig_layout):
+        if sv.accelerator is None:
+            break
+        where = f"{host.name}.gpufleet_mig_layout[{gi}]"
+        file = host.origin.get("gpufleet_mig_layout", str(spec.inventory))
+        for msg in mig.layout_problems(sv.accelerator, group.profiles):
+            problems.append(Problem(file, f"{where}.profiles", msg))
+        if group.devices != "all":
+            bad = [d for d in group.devices if d >= sv.gpu_count]
+            if bad:
+                problems.append(Problem(file, f"{where}.devices", f"GPU index {bad[0]} does not exist on a {sv.gpu_count}-GPU server"))
+    return Server(name=host.name, site=spec.name, groups=host.groups, ansible_host=host.vars.get("ansible_host"), spec=sv)
+
+
+# ------------------------------------------------------------------- cross-checks
+
+
+def cross_check(fleet: Fleet, fleet_file: str) -> list[Problem]:
+    """Checks between the inputs; each returns problems against fleet.yaml or a stack."""
+    problems: list[Problem] = []
+    spec = fleet.spec
+    site_names = [s.name for s in spec.sites]
+    known = set(site_names)
+
+    def dupes(values: list[str], what: str, path_of) -> None:
+        seen: set[str] = set()
+        for i, v in enumerate(values):
+            if v in seen:
+                problems.append(Problem(fleet_file, path_of(i), f"duplicate {what} '{v}'"))
+            seen.add(v)
+
+    dupes(site_names, "site name", lambda i: f"sites[{i}].name")
+    dupes([t.name for t in spec.teams], "team name", lambda i: f"teams[{i}].name")
+    dupes([t.namespace for t in spec.teams], "namespace", lambda i: f"teams[{i}].namespace")
+    qpaths = [(f"teams[{ti}].queues[{qi}]", q) for ti, t in enumerate(spec.teams) for qi, q in enumerate(t.queues)]
+    dupes([q.name for _, q in qpaths], "queue name", lambda i: f"{qpaths[i][0]}.name")
+    dupes([m.name for m in spec.models], "model name", lambda i: f"models[{i}].name")
+    dupes([r.data_class for r in spec.residency], "residency data_class", lambda i: f"residency[{i}].data_class")
+
+    def site_ref(name: str, path: str) -> bool:
+        if name not in known:
+            problems.append(Problem(fleet_file, path, f"unknown site '{name}'{did_you_mean(name, known)}"))
+            return False
+        return True
+
+    if spec.hub not in known:
+        problems.append(Problem(fleet_file, "hub", f"unknown site '{spec.hub}'{did_you_mean(spec.hub, known)}"))
+    for ri, rule in enumerate(spec.residency):
+        for si, s in enumerate(rule.sites):
+            site_ref(s, f"residency[{ri}].sites[{si}]")
+    classes = {r.data_class for r in spec.residency}
+    sites = {s.name: s for s in fleet.sites}
+
+    for path, q in qpaths:
+        for si, s in enumerate(q.sites):
+            if site_ref(s, f"{path}.sites[{si}]") and s == spec.hub:
+                problems.append(Problem(fleet_file, f"{path}.sites[{si}]", f"'{s}' is the hub: the MultiKueue manager cannot run the workloads it dispatches"))
+        if len(set(q.sites)) != len(q.sites):
+            problems.append(Problem(fleet_file, f"{path}.sites", "a site is listed twice"))
+        _residency(fleet, q.data_class, q.sites, classes, f"{path}", "queue", problems, fleet_file)
+        for acc, want in q.quota.items():
+            have = sum(sites[s].gpu_capacity()[acc] for s in q.sites if s in sites)
+            if want > have:
+                detail = ", ".join(f"{s}: {sites[s].gpu_capacity()[acc]}" for s in q.sites if s in sites)
+                problems.append(Problem(fleet_file, f"{path}.quota.{acc}", f"quota of {want} {acc} GPUs exceeds the {have} whole GPUs at its sites ({detail})"))
+
+    for mi, m in enumerate(spec.models):
+        path = f"models[{mi}]"
+        for si, s in enumerate(m.sites):
+            site_ref(s, f"{path}.sites[{si}]")
+        _residency(fleet, m.data_class, m.sites, classes, path, "model", problems, fleet_file)
+        _model_fit(m, path, problems, fleet_file)
+        p = m.placement
+        if p.mig_profile and m.time_slicing:
+            problems.append(Problem(fleet_file, f"{path}.time_slicing", "time-slicing applies to whole GPUs, not MIG slices"))
+        for si, s in enumerate(m.sites):
+            site = sites.get(s)
+            if site is None:
+                continue
+            if p.mig_profile:
+                if site.mig_capacity()[(p.accelerator, p.mig_profile)] == 0:
+                    problems.append(Problem(fleet_file, f"{path}.sites[{si}]", f"site '{s}' has no {p.accelerator} GPU partitioned with MIG profile {p.mig_profile}"))
+            elif site.gpu_capacity()[p.accelerator] == 0:
+                have = ", ".join(sorted(site.accelerators())) or "none"
+                problems.append(Problem(fleet_file, f"{path}.sites[{si}]", f"site '{s}' has no whole {p.accelerator} GPUs (it has: {have})"))
+
+    problems.extend(_cidr_overlaps(fleet, fleet_file))
+    for site in fleet.sites:
+        if site.aws:
+            azs = set(site.aws.network.availability_zones)
+            for pi, pool in enumerate(site.aws.node_pools):
+                for z in pool.availability_zones or []:
+                    if z not in azs:
+                        problems.append(Problem(site.stack_file, f"config.gpufleet:nodePools[{pi}].availabilityZones", f"'{z}' is not one of the network's availabilityZones"))
+            for z in azs:
+                if not z.startswith(str(site.region)):
+                    problems.append(Problem(site.stack_file, "config.gpufleet:network.availabilityZones", f"'{z}' is not in region {site.region}"))
+            dupes_pools = Counter(p.name for p in site.aws.node_pools)
+            for name, n in dupes_pools.items():
+                if n > 1:
+                    problems.append(Problem(site.stack_file, "config.gpufleet:nodePools", f"duplicate node pool name '{name}'"))
+    return problems
+
+
+def _residency(fleet: Fleet, data_class: str | None, sites: list[str], classes: set[str], path: str, what: str, problems: list[Problem], fleet_file: str) -> None:
+    if data_class is None:
+        return
+    if data_class not in classes:
+        problems.append(Problem(fleet_file, f"{path}.data_class", f"no residency rule for data class '{data_class}'{did_you_mean(data_class, classes)}"))
+        return
+    allowed = fleet.allowed_sites(data_class) or []
+    for si, s in enumerate(sites):
+        if s not in allowed:
+            problems.append(Problem(fleet_file, f"{path}.sites[{si}]", f"{what} holds '{data_class}' data, which may only be at {', '.join(allowed)}; '{s}' is not allowed"))
+
+
+def _model_fit(m: ServedModel, path: str, problems: list[Problem], fleet_file: str) -> None:
+    p = m.placement
+    if p.mig_profile:
+        table = mig.MIG_PROFILES.get(p.accelerator)
+        if table is None:
+            problems.append(Problem(fleet_file, f"{path}.placement.mig_profile", f"{p.accelerator} does not support MIG"))
+            return
+        if p.mig_profile not in table:
+            problems.append(Problem(fleet_file, f"{path}.placement.mig_profile", f"MIG profile '{p.mig_profile}' does not exist on {p.accelerator}{did_you_mean(p.mig_profile, table)}"))
+            return
+    need, have = replica_memory_need_gib(m), replica_memory_gib(m)
+    if need > have:
+        where = p.mig_profile or f"{p.gpus} x {p.accelerator}"
+        problems.append(
+            Problem(
+                fleet_file,
+                f"{path}.placement",
+                f"does not fit: {model_weights_gib(m):.1f} GiB of weights ({m.parameters_b:g}B at {m.quantization}) + {m.kv_cache_gib:g} GiB KV cache"
+                f" + {RUNTIME_OVERHEAD_GIB * p.gpus:g} GiB runtime = {need:.1f} GiB, but {where} offers {have:.1f} GiB at {GPU_MEMORY_UTILIZATION:.0%} utilisation",
+            )
+        )
+
+
+def _cidr_overlaps(fleet: Fleet, fleet_file: str) -> list[Problem]:
+    nets: list[tuple[str, str, str, ipaddress.IPv4Network]] = []
+    for i, s in enumerate(fleet.spec.sites):
+        if s.node_cidr:
+            nets.append((fleet_file, f"sites[{i}].node_cidr", s.name, ipaddress.IPv4Network(s.node_cidr)))
+        if s.pod_cidr:
+            nets.append((fleet_file, f"sites[{i}].pod_cidr", s.name, ipaddress.IPv4Network(s.pod_cidr)))
+    for site in fleet.sites:
+        if site.aws:
+            nets.append((site.stack_file, "config.gpufleet:network.vpcCidr", site.name, ipaddress.IPv4Network(site.aws.network.vpc_cidr)))
+    out = []
+    for i, (f1, p1, s1, n1) in enumerate(nets):
+        for f2, p2, s2, n2 in nets[i + 1 :]:
+            if n1.overlaps(n2):
+                out.append(Problem(f2, p2, f"{n2} overlaps {n1} ({s1} {p1.rsplit('.', 1)[-1]})"))
+    return out
+
+
+def gpus_by_accelerator(servers: Iterable[Server]) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for s in servers:
+        if s.spec.accelerator:
+            out[s.spec.accelerator] += s.spec.gpu_count
+    return dict(out)
+
+
+__all__ = ["Fleet", "Site", "Server", "QueueRef", "load_fleet", "FleetError", "Problem", "INSTANCE_TYPES"]
