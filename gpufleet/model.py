@@ -160,6 +160,7 @@ class Fleet:
     root: Path
     spec: FleetSpec
     sites: list[Site]
+    path: Path = DEFAULT_FLEET  # the fleet.yaml this fleet was loaded from
 
     @property
     def name(self) -> str:
@@ -317,7 +318,7 @@ def load_fleet(path: str | Path = DEFAULT_FLEET) -> Fleet:
         if site:
             sites.append(site)
     _stray_stacks(stacks_dir, {s.name for s in spec.sites}, problems)
-    fleet = Fleet(root=root, spec=spec, sites=sites)
+    fleet = Fleet(root=root, spec=spec, sites=sites, path=path)
     if not problems:
         problems.extend(cross_check(fleet, fleet_file))
     if problems:

@@ -1,0 +1,54 @@
+"""Host variables gpufleet derives from the fleet model for the Ansible roles.
+
+The inventory holds what data-centre staff know about a server (class, rack,
+fabric, MIG layout); the roles also need what follows from the whole fleet:
+the site's cluster endpoint and Kubernetes version, node labels and taints,
+the mig-parted configuration, and the NCCL fabric settings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpufleet import mig
+from gpufleet.model import Fleet, Server, Site
+
+GPU_TAINT = "nvidia.com/gpu=true:NoSchedule"
+
+
+def node_labels(site: Site, server: Server) -> dict[str, str]:
+    labels = {
+        "gpufleet.io/site": site.name,
+        "gpufleet.io/pool": server.spec.pool,
+        "gpufleet.io/rack": server.spec.rack,
+        "gpufleet.io/server-class": server.spec.server_class,
+    }
+    if server.spec.ib_block:
+        labels["gpufleet.io/ib-block"] = server.spec.ib_block
+    if server.spec.accelerator:
+        labels["gpufleet.io/accelerator"] = server.spec.accelerator
+        labels["nvidia.com/mig.config"] = server.mig_config
+    return labels
+
+
+def node_taints(server: Server) -> list[str]:
+    taints = list(server.spec.node_taints)
+    if server.spec.accelerator and GPU_TAINT not in taints:
+        taints.append(GPU_TAINT)
+    return taints
+
+
+def host_variables(fleet: Fleet, site: Site, server: Server) -> dict[str, Any]:
+    layout = [g.model_dump() for g in server.spec.mig_layout]
+    out: dict[str, Any] = {
+        "gpufleet_fleet": fleet.name,
+        "gpufleet_kubernetes_version": site.kubernetes_version,
+        "gpufleet_api_endpoint": site.spec.api_endpoint,
+        "gpufleet_pod_cidr": site.spec.pod_cidr,
+        "gpufleet_node_labels": node_labels(site, server),
+        "gpufleet_node_taints": node_taints(server),
+    }
+    if server.spec.accelerator:
+        out["gpufleet_mig_config_name"] = server.mig_config
+        out["gpufleet_mig_parted_config"] = mig.mig_parted_config({server.mig_config: layout} if layout else {}, server.spec.gpu_count)
+    return out

@@ -1,0 +1,115 @@
+"""Formatters for a plan: a terminal view (rich), a pull-request comment
+(markdown with a mermaid diagram) and stable JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+
+
+def _gpus(d: dict[str, int]) -> str:
+    return ", ".join(f"{n} x {a}" for a, n in d.items() if n) or "-"
+
+
+def _mig(slices: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{s['count']} x {s['profile']} ({s['accelerator']})" for s in slices) or "-"
+
+
+def to_json(plan: dict[str, Any]) -> str:
+    return json.dumps(plan, indent=2, sort_keys=True) + "\n"
+
+
+def print_table(plan: dict[str, Any], console: Console) -> None:
+    console.print(f"[bold]gpufleet plan[/bold] for fleet [cyan]{plan['fleet']}[/cyan] (hub: [cyan]{plan['hub']}[/cyan])")
+    sites = Table(title="Sites", title_justify="left", show_lines=True)
+    for col in ("site", "kind", "where", "GPUs (whole)", "MIG slices", "pools / server classes", "models"):
+        sites.add_column(col)
+    for s in plan["sites"]:
+        where = s.get("region") or s.get("location", "")
+        if "node_pools" in s:
+            pools = "\n".join(
+                f"{p['name']}: {'/'.join(p['instance_types'])} {p['capacity_type']} {p['min_size']}-{p['max_size']}" + (f" EFA x{p['efa_interfaces']}" if p["efa_interfaces"] else "")
+                for p in s["node_pools"]
+            )
+        else:
+            pools = "\n".join(f"{c['class']}: {c['servers']} servers" + (f", {c['gpus_per_server']} x {c['accelerator']}" if c["accelerator"] else "") for c in s["server_classes"])
+        kind = s["kind"] + (" (hub)" if s["role"] == "hub" else "")
+        sites.add_row(s["name"], kind, where, _gpus(s["whole_gpus"]), _mig(s["mig_slices"]), pools, "\n".join(s["models"]) or "-")
+    console.print(sites)
+
+    queues = Table(title="Training queues (MultiKueue dispatch order)", title_justify="left", show_lines=True)
+    for col in ("queue", "team", "priority", "data class", "quota", "dispatch order (GPUs behind each step)"):
+        queues.add_column(col)
+    for q in plan["queues"]:
+        order = " -> ".join(f"{d['order']}. {d['site']} ({_gpus(d['gpus'])})" for d in q["dispatch"])
+        queues.add_row(q["name"], q["team"], str(q["priority"]), q["data_class"] or "-", _gpus(q["quota"]), order)
+    console.print(queues)
+
+    models = Table(title="Served models", title_justify="left", show_lines=True)
+    for col in ("model", "params", "quant", "placement (per replica)", "memory need / offered", "sites x replicas", "data class"):
+        models.add_column(col)
+    for m in plan["models"]:
+        p = m["placement"]
+        place = f"{p['mig_profile']} MIG slice of {p['accelerator']}" if p["mig_profile"] else f"{p['gpus']} x {p['accelerator']} (TP={m['tensor_parallel_size']})"
+        mem = m["memory_gib"]
+        models.add_row(m["name"], f"{m['parameters_b']:g}B", m["quantization"], place, f"{mem['needed']} / {mem['offered']} GiB", f"{', '.join(m['sites'])} x {m['replicas_per_site']}", m["data_class"] or "-")
+    console.print(models)
+
+    stacks = [f"[bold]{s['name']}[/bold] ({s['stack']['engine']})\n" + "\n".join(f"  - {d}" for d in s["stack"]["declares"]) for s in plan["sites"]]
+    console.print(Panel(Group(*stacks), title="What each stack declares", title_align="left"))
+    for r in plan["residency"]:
+        console.print(f"Residency: [bold]{r['data_class']}[/bold] data only at {', '.join(r['sites'])}")
+
+
+def _mermaid_id(name: str) -> str:
+    return name.replace("-", "_")
+
+
+def to_markdown(plan: dict[str, Any]) -> str:
+    out = [f"## gpufleet plan: `{plan['fleet']}`", ""]
+    out += ["```mermaid", "flowchart LR"]
+    hub = plan["hub"]
+    out.append(f'  {_mermaid_id(hub)}(["{hub}<br/>hub: MultiKueue manager"])')
+    for group, title in (("datacenter", "Data centres"), ("aws", "AWS regions")):
+        members = [s for s in plan["sites"] if s["kind"] == group and s["name"] != hub]
+        if not members:
+            continue
+        out.append(f'  subgraph {group}["{title}"]')
+        for s in members:
+            where = s.get("region") or s.get("location", "")
+            out.append(f'    {_mermaid_id(s["name"])}["{s["name"]}<br/>{where}<br/>{_gpus(s["whole_gpus"])}"]')
+        out.append("  end")
+    for q in plan["queues"]:
+        for d in q["dispatch"]:
+            out.append(f'  {_mermaid_id(hub)} -- "{q["name"]} #{d["order"]}" --> {_mermaid_id(d["site"])}')
+    out += ["```", ""]
+
+    out += ["### Sites", "", "| site | kind | where | whole GPUs | MIG slices | pools / server classes | models |", "|---|---|---|---|---|---|---|"]
+    for s in plan["sites"]:
+        if "node_pools" in s:
+            pools = "<br>".join(f"`{p['name']}` {'/'.join(p['instance_types'])} {p['capacity_type']} {p['min_size']}-{p['max_size']}" for p in s["node_pools"])
+        else:
+            pools = "<br>".join(f"`{c['class']}` x {c['servers']}" for c in s["server_classes"])
+        kind = s["kind"] + (" (hub)" if s["role"] == "hub" else "")
+        out.append(f"| `{s['name']}` | {kind} | {s.get('region') or s.get('location', '')} | {_gpus(s['whole_gpus'])} | {_mig(s['mig_slices'])} | {pools} | {', '.join(s['models']) or '-'} |")
+    out += ["", "### Training queues", "", "| queue | team | priority | data class | quota | dispatch order |", "|---|---|---|---|---|---|"]
+    for q in plan["queues"]:
+        order = " → ".join(f"{d['site']} ({_gpus(d['gpus'])})" for d in q["dispatch"])
+        out.append(f"| `{q['name']}` | {q['team']} | {q['priority']} | {q['data_class'] or '-'} | {_gpus(q['quota'])} | {order} |")
+    out += ["", "### Served models", "", "| model | quantization | placement per replica | memory need / offered (GiB) | sites | replicas per site |", "|---|---|---|---|---|---|"]
+    for m in plan["models"]:
+        p = m["placement"]
+        place = f"MIG {p['mig_profile']} on {p['accelerator']}" if p["mig_profile"] else f"{p['gpus']} x {p['accelerator']}"
+        out.append(f"| `{m['name']}` ({m['parameters_b']:g}B) | {m['quantization']} | {place} | {m['memory_gib']['needed']} / {m['memory_gib']['offered']} | {', '.join(m['sites'])} | {m['replicas_per_site']} |")
+    out += ["", "### What each stack declares", ""]
+    for s in plan["sites"]:
+        out.append(f"- **{s['name']}** ({s['stack']['engine']})")
+        out += [f"  - {d}" for d in s["stack"]["declares"]]
+    if plan["residency"]:
+        out += ["", "### Data residency", ""]
+        out += [f"- `{r['data_class']}` only at {', '.join(f'`{x}`' for x in r['sites'])}" + (f": {r['description']}" if r["description"] else "") for r in plan["residency"]]
+    return "\n".join(out) + "\n"
