@@ -1,0 +1,69 @@
+"""Every AWS-side version pin of the Pulumi program, in one place.
+
+Changing a pin here is a reviewed change to every AWS stack that uses it, and
+``gpufleet render`` shows the difference in each ``pulumi-preview.json``.
+
+Where the figures come from:
+
+* AMI types: the ``amiType`` values of the EKS ``CreateNodegroup`` API. The
+  NVIDIA variant of Amazon Linux 2023 ships the NVIDIA driver, the container
+  toolkit and the EFA driver, so the GPU operator on these nodes runs with its
+  driver container disabled.
+* Managed add-on versions: the "latest version for each Kubernetes version"
+  tables of the Amazon EKS User Guide (VPC CNI, CoreDNS, kube-proxy, EKS Pod
+  Identity Agent). Refresh them with
+  ``aws eks describe-addon-versions --kubernetes-version 1.33 --addon-name kube-proxy
+  --query 'addons[].addonVersions[0].addonVersion'``.
+  A Kubernetes version with no row here is refused with a message naming this
+  file, rather than deployed with add-ons built for another version.
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------- node AMI types
+
+AMI_TYPE_GPU = "AL2023_x86_64_NVIDIA"
+AMI_TYPE_CPU = "AL2023_x86_64_STANDARD"
+
+# Root volume device of the Amazon Linux 2023 EKS AMIs.
+ROOT_DEVICE_NAME = "/dev/xvda"
+
+# ----------------------------------------------------------- managed add-ons
+
+# Installed before the node groups (nodes need a CNI and kube-proxy to become Ready).
+ADDONS_BEFORE_NODES = ("vpc-cni", "kube-proxy", "eks-pod-identity-agent")
+# Installed after the node groups (CoreDNS needs a node to run on).
+ADDONS_AFTER_NODES = ("coredns",)
+
+EKS_ADDON_VERSIONS: dict[str, dict[str, str]] = {
+    "1.31": {
+        "vpc-cni": "v1.19.2-eksbuild.5",
+        "kube-proxy": "v1.31.7-eksbuild.7",
+        "coredns": "v1.11.4-eksbuild.2",
+        "eks-pod-identity-agent": "v1.3.4-eksbuild.1",
+    },
+    "1.32": {
+        "vpc-cni": "v1.19.2-eksbuild.5",
+        "kube-proxy": "v1.32.3-eksbuild.7",
+        "coredns": "v1.11.4-eksbuild.2",
+        "eks-pod-identity-agent": "v1.3.4-eksbuild.1",
+    },
+    "1.33": {
+        "vpc-cni": "v1.19.5-eksbuild.1",
+        "kube-proxy": "v1.33.0-eksbuild.2",
+        "coredns": "v1.12.1-eksbuild.2",
+        "eks-pod-identity-agent": "v1.3.7-eksbuild.2",
+    },
+}
+
+
+def addon_versions(kubernetes_version: str) -> dict[str, str]:
+    """The pinned managed add-on versions for a cluster's Kubernetes version."""
+    try:
+        return EKS_ADDON_VERSIONS[kubernetes_version]
+    except KeyError:
+        known = ", ".join(sorted(EKS_ADDON_VERSIONS))
+        raise ValueError(
+            f"no EKS add-on versions are pinned for Kubernetes {kubernetes_version} in cloud/versions.py "
+            f"(pinned: {known}); add a row to EKS_ADDON_VERSIONS"
+        ) from None
