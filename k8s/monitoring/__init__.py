@@ -1,0 +1,79 @@
+"""Monitoring and alerting add-on: one bundle per site.
+
+``build(fleet, site)`` returns the site's kube-prometheus-stack chart (pinned),
+its Namespace, the scrape monitors (dcgm-exporter, vLLM, the LLM gateway,
+Kueue), the gpufleet PrometheusRule, the Grafana dashboards as ConfigMaps, the
+dcgm-exporter counters ConfigMap (GPU sites) and, as review files, the rendered
+rule groups with their promtool unit tests.
+
+Every threshold, selector, version and price lives in :mod:`.config`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from ..core import AddonBundle
+from . import dashboards, dcgm, rule_tests, rules, scrape, stack
+from .config import CONFIG, merged
+from .context import FleetLike, SiteContext, SiteLike, site_context
+
+__all__ = ["CONFIG", "FleetLike", "SiteLike", "build", "context", "RULES_FILE", "RULE_TESTS_FILE"]
+
+RULES_FILE = "gpufleet-rules.yaml"
+RULE_TESTS_FILE = "gpufleet-rules.test.yaml"
+
+
+def context(fleet: FleetLike, site: SiteLike | str, config: dict[str, Any] | None = None) -> SiteContext:
+    """The per-site view the builders work from (config merged over CONFIG)."""
+    return site_context(fleet, site, merged(config))
+
+
+def _namespace(ctx: SiteContext) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": ctx.namespace,
+            # node-exporter needs the host's network, PID namespace and paths.
+            "labels": {"pod-security.kubernetes.io/enforce": "privileged"},
+        },
+    }
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes multi-line strings (PromQL) as literal blocks."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def _dump(doc: Any) -> str:
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1000, allow_unicode=True)
+
+
+def build(fleet: FleetLike, site: SiteLike | str, config: dict[str, Any] | None = None) -> list[AddonBundle]:
+    """The monitoring add-on for one site of the fleet.
+
+    ``site`` is a site object or its name; ``config`` overrides keys of
+    :data:`CONFIG`.
+    """
+    ctx = context(fleet, site, config)
+    rule = rules.prometheus_rule(ctx)
+    objects: list[dict[str, Any]] = [_namespace(ctx), *scrape.monitors(ctx), rule, *dashboards.configmaps(ctx)]
+    if not ctx.is_hub:
+        # The hub is a management cluster that runs no GPU workloads (a
+        # MultiKueue manager cannot run what it dispatches): no GPU operator.
+        objects.append(dcgm.counters_configmap(ctx.cfg["targets"]["dcgm"]["namespace"]))
+    files = {
+        RULES_FILE: _dump(rule["spec"]),
+        RULE_TESTS_FILE: _dump(rule_tests.promtool_tests(ctx, RULES_FILE)),
+    }
+    return [AddonBundle(name="monitoring", objects=objects, charts=[stack.chart(ctx)], files=files)]
