@@ -1,0 +1,266 @@
+"""The lab's moving parts, shared by ``run_lab.py`` (``make lab``) and the
+pytest integration suite: build the image, boot VMs, run playbooks with a
+per-task record, run the testinfra suites, and always stop the VMs again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+LAB_DIR = Path(os.environ.get("LAB_DIR", REPO / ".lab"))
+VENV_BIN = Path(sys.executable).parent
+DEFAULT_VMS = ("lab-cp-01", "lab-gpu-01")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["LAB_DIR"] = str(LAB_DIR)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def log(msg: str) -> None:
+    print(f"lab: {msg}", file=sys.stderr, flush=True)
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@dataclasses.dataclass
+class Step:
+    """One step of a lab run: what it was, whether it ran, and how long it took."""
+
+    name: str
+    seconds: float = 0.0
+    status: str = "pending"  # ran, cached, skipped, failed
+    detail: str = ""
+
+
+def build_image() -> tuple[Path, Step]:
+    """Build (or reuse) the base image; returns its directory."""
+    step = Step("image")
+    start = time.monotonic()
+    proc = subprocess.run(
+        [str(HERE / "build-image.sh")], env=_env(), stdout=subprocess.PIPE, text=True, check=False
+    )
+    step.seconds = round(time.monotonic() - start, 1)
+    if proc.returncode != 0:
+        step.status = "failed"
+        raise LabError("image build failed (see the messages above)", step)
+    image = Path(proc.stdout.strip().splitlines()[-1])
+    info = json.loads((image / "image.json").read_text())
+    step.status = "cached" if step.seconds < 30 and info.get("build_seconds", 0) > step.seconds else "ran"
+    step.detail = f"key {info['key']}, built in {info.get('build_seconds')}s"
+    return image, step
+
+
+def up(vms: tuple[str, ...] = DEFAULT_VMS) -> tuple[Path, Step]:
+    """Boot the VMs and return the inventory directory."""
+    step = Step("boot")
+    start = time.monotonic()
+    proc = subprocess.run(
+        [str(HERE / "up.sh"), *vms], env=_env(), stdout=subprocess.PIPE, text=True, check=False
+    )
+    step.seconds = round(time.monotonic() - start, 1)
+    if proc.returncode != 0:
+        step.status = "failed"
+        raise LabError("booting the VMs failed (see the messages above)", step)
+    step.status = "ran"
+    step.detail = f"{len(vms)} VMs: {', '.join(vms)}"
+    return Path(proc.stdout.strip().splitlines()[-1]), step
+
+
+def down() -> None:
+    """Stop every lab VM (by pidfile). Never raises."""
+    try:
+        subprocess.run([str(HERE / "down.sh")], env=_env(), check=False, timeout=120)
+    except Exception as exc:  # teardown must not mask the original failure
+        log(f"teardown problem: {exc}")
+
+
+class LabError(RuntimeError):
+    def __init__(self, message: str, step: Step | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+@dataclasses.dataclass
+class PlaybookRun:
+    playbook: str
+    rc: int
+    seconds: float
+    stats: dict[str, dict[str, int]]
+    records: list[dict]
+    log_file: Path
+
+    @property
+    def changed(self) -> dict[str, int]:
+        return {h: s.get("changed", 0) for h, s in self.stats.items()}
+
+    @property
+    def failed_hosts(self) -> list[str]:
+        return sorted(h for h, s in self.stats.items() if s.get("failures") or s.get("unreachable"))
+
+    def changed_tasks(self) -> list[dict]:
+        return [r for r in self.records if r.get("changed") and r.get("status") == "ok"]
+
+    def failures(self) -> list[dict]:
+        return [r for r in self.records if r.get("status") in ("failed", "unreachable")]
+
+    def skip_messages(self) -> list[tuple[str, str, str]]:
+        """(host, role, message) for every ``skipped: ...`` message a role printed."""
+        out = []
+        seen = set()
+        for r in self.records:
+            msg = r.get("msg")
+            if r.get("action") in ("debug", "ansible.builtin.debug") and isinstance(msg, str):
+                if msg.lower().startswith("skipped"):
+                    key = (r["host"], r.get("role") or "", msg)
+                    if key not in seen:
+                        seen.add(key)
+                        out.append(key)
+        return out
+
+    def roles_run(self) -> dict[str, Counter]:
+        """Per role, how many task results were ok/changed/skipped/failed."""
+        counts: dict[str, Counter] = defaultdict(Counter)
+        for r in self.records:
+            if "status" in r:
+                counts[r.get("role") or "(playbook)"][r["status"]] += 1
+        return counts
+
+
+def run_playbook(
+    playbook: str,
+    inventory: Path,
+    label: str,
+    extra_args: list[str] | None = None,
+    timeout: int = 3600,
+) -> PlaybookRun:
+    """Run ``baremetal/<playbook>`` against the lab inventory, output on screen
+    and in ``$LAB_DIR/runs/<label>.log``, task results in ``<label>.jsonl``."""
+    runs = LAB_DIR / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    record = runs / f"{label}.jsonl"
+    log_file = runs / f"{label}.log"
+    record.unlink(missing_ok=True)
+    env = _env()
+    env.update(
+        {
+            "LAB_RECORD_FILE": str(record),
+            "ANSIBLE_CALLBACKS_ENABLED": "lab_record",
+            "ANSIBLE_CALLBACK_PLUGINS": str(HERE / "callback_plugins"),
+            "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_HOST_KEY_CHECKING": "False",
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    book = REPO / "baremetal" / playbook
+    if not book.exists():
+        raise LabError(f"{book.relative_to(REPO)}: playbook not found")
+    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(book), *(extra_args or [])]
+    log(f"{label}: {' '.join(cmd[1:])}")
+    start = time.monotonic()
+    with open(log_file, "w", encoding="utf-8") as fh:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert proc.stdout is not None
+        quiet = os.environ.get("LAB_QUIET") == "1"
+        try:
+            for line in proc.stdout:
+                fh.write(line)
+                if not quiet:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+            rc = proc.wait(timeout=timeout)
+        except BaseException:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    seconds = round(time.monotonic() - start, 1)
+    records, stats = [], {}
+    if record.exists():
+        for line in record.read_text().splitlines():
+            item = json.loads(line)
+            if "stats" in item:
+                stats = item["stats"]
+            else:
+                records.append(item)
+    return PlaybookRun(playbook, rc, seconds, stats, records, log_file)
+
+
+@dataclasses.dataclass
+class InfraRun:
+    rc: int
+    seconds: float
+    counts: dict[str, int]
+    junit: Path
+    log_file: Path
+
+
+def run_testinfra(inventory: Path, hosts: str = "ansible://all", label: str = "testinfra") -> InfraRun:
+    """Run tests/infra against the lab VMs with testinfra's Ansible backend."""
+    runs = LAB_DIR / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    junit = runs / f"{label}.xml"
+    log_file = runs / f"{label}.log"
+    cmd = [
+        str(VENV_BIN / "python"), "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs",
+        "-o", "addopts=", "--strict-markers",
+        str(REPO / "tests" / "infra"),
+        f"--hosts={hosts}",
+        f"--ansible-inventory={inventory / 'hosts.yml'}",
+        "--force-ansible",
+        f"--junitxml={junit}",
+    ]
+    env = _env()
+    env["ANSIBLE_HOST_KEY_CHECKING"] = "False"
+    env["ANSIBLE_INVENTORY"] = str(inventory / "hosts.yml")
+    log(f"{label}: pytest tests/infra --hosts={hosts}")
+    start = time.monotonic()
+    with open(log_file, "w", encoding="utf-8") as fh:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        fh.write(proc.stdout)
+    sys.stdout.write(proc.stdout)
+    seconds = round(time.monotonic() - start, 1)
+    counts: dict[str, int] = {}
+    m = re.findall(r"(\d+) (passed|failed|skipped|error|errors|xfailed|xpassed)", proc.stdout.splitlines()[-1] if proc.stdout else "")
+    for n, kind in m:
+        counts[kind.rstrip("s") if kind == "errors" else kind] = int(n)
+    return InfraRun(proc.returncode, seconds, counts, junit, log_file)
+
+
+def write_timings(data: dict, name: str = "timings.json") -> Path:
+    LAB_DIR.mkdir(parents=True, exist_ok=True)
+    path = LAB_DIR / name
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def clean() -> None:
+    """Stop the VMs and delete everything the lab keeps (image cache included)."""
+    down()
+    if LAB_DIR.exists():
+        shutil.rmtree(LAB_DIR)
