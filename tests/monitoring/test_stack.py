@@ -1,0 +1,81 @@
+"""kube-prometheus-stack values: pinned chart, external labels, remote write to the hub."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from k8s.monitoring import build
+
+from .conftest import FLEET, SITES, upstream_dir
+
+
+def _chart(site: str):
+    [bundle] = build(FLEET, site)
+    [chart] = bundle.charts
+    return chart
+
+
+def test_chart_is_pinned_to_the_release_the_crds_come_from() -> None:
+    chart = _chart("dc-fra")
+    assert chart.chart == "kube-prometheus-stack"
+    assert chart.repository == "https://prometheus-community.github.io/helm-charts"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", chart.version)
+    assert chart.version == "88.5.3"
+    readme = (upstream_dir() / "README.md").read_text()
+    assert f"kube-prometheus-stack {chart.version}" in readme
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_external_labels_name_fleet_and_site(site: str) -> None:
+    spec = _chart(site).values["prometheus"]["prometheusSpec"]
+    assert spec["externalLabels"] == {"fleet": FLEET.name, "site": site}
+
+
+def test_sites_remote_write_to_the_hub_receiver() -> None:
+    hub = _chart(FLEET.hub).values["prometheus"]
+    assert hub["prometheusSpec"]["enableRemoteWriteReceiver"] is True
+    assert "remoteWrite" not in hub["prometheusSpec"]
+    assert hub["ingress"]["enabled"] is True
+    [host] = hub["ingress"]["hosts"]
+    for site in SITES:
+        if site == FLEET.hub:
+            continue
+        spec = _chart(site).values["prometheus"]["prometheusSpec"]
+        assert "enableRemoteWriteReceiver" not in spec
+        [rw] = spec["remoteWrite"]
+        url = urlparse(rw["url"])
+        assert url.scheme == "https" and url.hostname == host
+        assert url.path == "/api/v1/write" and url.path in hub["ingress"]["paths"]
+        assert rw["basicAuth"]["password"]["name"] == rw["basicAuth"]["username"]["name"]
+
+
+def test_hub_keeps_longer_history() -> None:
+    def days(site: str) -> int:
+        return int(_chart(site).values["prometheus"]["prometheusSpec"]["retention"].rstrip("d"))
+
+    assert days(FLEET.hub) > days("dc-fra")
+
+
+def test_grafana_sidecar_loads_the_dashboard_configmaps() -> None:
+    [bundle] = build(FLEET, "dc-fra")
+    sidecar = bundle.charts[0].values["grafana"]["sidecar"]["dashboards"]
+    dashboards = [o for o in bundle.objects if o["kind"] == "ConfigMap" and sidecar["label"] in o["metadata"].get("labels", {})]
+    assert len(dashboards) == 4
+    for cm in dashboards:
+        assert cm["metadata"]["labels"][sidecar["label"]] == sidecar["labelValue"] == "1"
+        assert sidecar["folderAnnotation"] in cm["metadata"]["annotations"]
+
+
+def test_config_override_and_unknown_site() -> None:
+    chart = _chart("dc-fra")
+    [bundle] = build(FLEET, "dc-fra", config={"gpu": {"temperature_celsius": 80}, "retention": {"site": "7d"}})
+    assert bundle.charts[0].values["prometheus"]["prometheusSpec"]["retention"] == "7d"
+    assert chart.values["prometheus"]["prometheusSpec"]["retention"] == "15d"
+    rules = yaml.safe_dump([o for o in bundle.objects if o["kind"] == "PrometheusRule"])
+    assert "DCGM_FI_DEV_GPU_TEMP{job=\"nvidia-dcgm-exporter\"} > 80" in rules
+    with pytest.raises(ValueError, match="not one of the fleet's sites"):
+        build(FLEET, "nowhere")
