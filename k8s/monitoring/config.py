@@ -128,27 +128,27 @@ CONFIG: dict[str, Any] = {
         "label_value": "1",
     },
     # Hourly price of one GPU, in USD, per accelerator (the names the fleet
-    # description uses) and per site kind. `model_regex` matches the
-    # `modelName` label dcgm-exporter puts on every GPU series.
+    # description and gpufleet/catalog.py use) and per site kind. `model_regex`
+    # matches the `modelName` label dcgm-exporter puts on every GPU series.
     #
     # Where the figures come from:
     # - aws: the EC2 on-demand Linux price in us-east-1 of the instance type
-    #   gpufleet uses for that accelerator, divided by its GPU count
-    #   (p5.48xlarge / 8 for H100 after the June 2025 price cut, g6e.12xlarge / 4
-    #   for L40S, g6.xlarge for L4), from the public EC2 pricing page. Capacity
-    #   blocks, savings plans and other regions differ: put your negotiated
-    #   figures here.
-    # - datacenter: planning estimates of the owned hardware's cost, the
-    #   server's purchase price per GPU written off over 48 months plus power
-    #   and colocation. Replace them with your finance team's numbers.
+    #   that carries the accelerator, divided by its GPU count (p5.48xlarge,
+    #   p5e.48xlarge, p4d.24xlarge, p4de.24xlarge, g6e.12xlarge, g6.xlarge,
+    #   g5.xlarge), from the public EC2 pricing page; the same list prices as
+    #   gpufleet/catalog.py (a test keeps the two equal). Capacity blocks,
+    #   savings plans and other regions differ: put negotiated figures here.
+    # - datacenter: planning estimates of owned hardware, the server's purchase
+    #   price per GPU written off over 48 months plus power and colocation.
+    #   Replace them with your finance team's numbers.
     "gpu_prices_usd_per_hour": {
-        "h100-80gb": {
-            "model_regex": "NVIDIA H100.*80GB.*",
-            "aws": 6.88,
-            "datacenter": 1.60,
-        },
+        "h100-80gb": {"model_regex": "NVIDIA H100.*80GB.*|NVIDIA H100 PCIe", "aws": 6.88, "datacenter": 1.60},
+        "h200-141gb": {"model_regex": "NVIDIA H200.*", "aws": 7.91, "datacenter": 1.90},
+        "a100-40gb": {"model_regex": "NVIDIA A100.*40GB.*", "aws": 4.10, "datacenter": 0.80},
+        "a100-80gb": {"model_regex": "NVIDIA A100.*80GB.*", "aws": 5.12, "datacenter": 1.00},
         "l40s": {"model_regex": "NVIDIA L40S.*", "aws": 2.62, "datacenter": 0.60},
         "l4": {"model_regex": "NVIDIA L4", "aws": 0.80, "datacenter": 0.25},
+        "a10g": {"model_regex": "NVIDIA A10G", "aws": 1.01, "datacenter": 0.30},
     },
 }
 

@@ -36,7 +36,7 @@ class SiteContext:
     kind: str
     hub: str
     sites: tuple[tuple[str, str], ...]  # (name, kind) of every site
-    models: tuple[str, ...]  # models served at this site
+    models: tuple[str, ...]  # models served at this site (the hub: every model)
     cfg: dict[str, Any]
 
     @property
@@ -86,6 +86,7 @@ def site_context(fleet: FleetLike, site: SiteLike | str, cfg: dict[str, Any]) ->
         kind=kind,
         hub=fleet.hub,
         sites=tuple((s.name, s.kind) for s in fleet.sites),
-        models=tuple(m.name for m in fleet.models if name in m.sites),
+        # The hub's dashboards show every site, so every model.
+        models=tuple(m.name for m in fleet.models if name in m.sites or name == fleet.hub),
         cfg=cfg,
     )

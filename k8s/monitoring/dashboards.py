@@ -127,8 +127,13 @@ def occupancy(ctx: SiteContext) -> dict[str, Any]:
 def serving(ctx: SiteContext) -> dict[str, Any]:
     b = _Board(ctx, "gpufleet-serving", "GPU fleet: serving per model",
                "vLLM latency, throughput and cache hit ratios per model and site, and the gateway's response cache.")
-    v = _sel(ctx, "vllm")
-    gw = _sel(ctx, "gateway")
+    # The models served here (on the hub: every model of the fleet).
+    b.builder = b.builder.with_variable(
+        gdash.CustomVariable("model").label("Model").values(",".join(ctx.models) or "none")
+        .multi(True).include_all(True).all_value(".*")
+    )
+    v = _sel(ctx, "vllm", 'model=~"$model"')
+    gw = _sel(ctx, "gateway", 'model=~"$model"')
     by = "site, model"
     b.row("Latency")
     b.timeseries("Time to first token p95", "95th percentile of vLLM's time to first token.",

@@ -72,6 +72,17 @@ def test_serving_dashboard_covers_latency_throughput_and_cache_per_model() -> No
     assert "by (site, model" in text
 
 
+def test_model_variable_lists_the_models_served() -> None:
+    def options(site: str) -> str:
+        board = next(b for b in _boards(site).values() if b["uid"] == "gpufleet-serving")
+        [var] = [v for v in board["templating"]["list"] if v["name"] == "model"]
+        return var["query"]
+
+    assert options("dc-fra") == "llama-3-1-70b-instruct,clinical-notes-8b"
+    assert options("aws-use1") == "llama-3-1-70b-instruct,llama-3-1-8b-instruct"
+    assert options(FLEET.hub) == ",".join(m.name for m in FLEET.models)
+
+
 def test_cloud_burst_panels_name_the_aws_sites() -> None:
     board = next(b for b in _boards("fra-hub").values() if b["uid"] == "gpufleet-queues")
     text = "\n".join(_queries(board))
@@ -93,7 +104,7 @@ def test_every_query_is_valid_promql(tmp_path: Path) -> None:
     rules = []
     for name, board in _boards("fra-hub").items():
         for i, expr in enumerate(_queries(board)):
-            expr = expr.replace("$__range_s", "86400").replace("$__range", "1d")
+            expr = expr.replace("$__range_s", "86400").replace("$__range", "1d").replace("$model", ".*")
             rules.append({"record": f"dashboard:{name.split('.')[0].replace('-', '_')}:q{i}", "expr": expr})
     assert len(rules) > 20
     (tmp_path / "queries.yaml").write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))

@@ -79,3 +79,35 @@ def test_config_override_and_unknown_site() -> None:
     assert "DCGM_FI_DEV_GPU_TEMP{job=\"nvidia-dcgm-exporter\"} > 80" in rules
     with pytest.raises(ValueError, match="not one of the fleet's sites"):
         build(FLEET, "nowhere")
+
+
+def test_aws_prices_match_the_catalogue() -> None:
+    from gpufleet.catalog import ACCELERATORS
+
+    from k8s.monitoring import CONFIG
+
+    prices = CONFIG["gpu_prices_usd_per_hour"]
+    assert set(prices) == set(ACCELERATORS)
+    for accel, entry in prices.items():
+        assert entry["aws"] == ACCELERATORS[accel].hourly_usd, accel
+        assert 0 < entry["datacenter"] < entry["aws"], accel
+
+
+def test_price_regexes_pick_one_accelerator_per_gpu_model() -> None:
+    import re
+
+    from k8s.monitoring import CONFIG
+
+    names = {  # modelName as dcgm-exporter reports it
+        "NVIDIA H100 80GB HBM3": "h100-80gb",
+        "NVIDIA H200": "h200-141gb",
+        "NVIDIA A100-SXM4-40GB": "a100-40gb",
+        "NVIDIA A100-SXM4-80GB": "a100-80gb",
+        "NVIDIA L40S": "l40s",
+        "NVIDIA L4": "l4",
+        "NVIDIA A10G": "a10g",
+    }
+    prices = CONFIG["gpu_prices_usd_per_hour"]
+    for model_name, accel in names.items():
+        hits = [a for a, e in prices.items() if re.fullmatch(e["model_regex"], model_name)]
+        assert hits == [accel], (model_name, hits)
