@@ -38,5 +38,20 @@ test: env-dev
 test-fast: env-dev
 	$(VENV)/bin/pytest -q -m "not lab"
 
+# The VM lab (tests/lab/README.md): real Debian VMs under qemu, site.yml twice,
+# then the testinfra suites. Needs root and tests/install-system-deps.sh.
+lab: env-dev
+	./tests/install-system-deps.sh
+	$(VENV)/bin/python tests/lab/run_lab.py
+
+# The lab plus the NVIDIA driver install path (DKMS build under emulation: slow).
+lab-full: env-dev
+	./tests/install-system-deps.sh
+	$(VENV)/bin/python tests/lab/run_lab.py --full
+
+lab-clean:
+	./tests/lab/down.sh
+	rm -rf .lab
+
 clean:
 	rm -rf out .pytest_cache .hypothesis

@@ -28,6 +28,10 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["LAB_DIR"] = str(LAB_DIR)
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    # Facts of lab VMs are cached apart from a real site's, and dropped at
+    # every boot (a new VM under an old name must not reuse old facts).
+    env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] = str(LAB_DIR / "facts")
+    env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
     return env
 
 
@@ -73,6 +77,7 @@ def build_image() -> tuple[Path, Step]:
 def up(vms: tuple[str, ...] = DEFAULT_VMS) -> tuple[Path, Step]:
     """Boot the VMs and return the inventory directory."""
     step = Step("boot")
+    shutil.rmtree(LAB_DIR / "facts", ignore_errors=True)
     start = time.monotonic()
     proc = subprocess.run(
         [str(HERE / "up.sh"), *vms], env=_env(), stdout=subprocess.PIPE, text=True, check=False
@@ -173,7 +178,7 @@ def run_playbook(
             "PYTHONUNBUFFERED": "1",
         }
     )
-    book = REPO / "baremetal" / playbook
+    book = Path(playbook) if Path(playbook).is_absolute() else REPO / "baremetal" / playbook
     if not book.exists():
         raise LabError(f"{book.relative_to(REPO)}: playbook not found")
     cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(book), *(extra_args or [])]
