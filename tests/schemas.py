@@ -108,9 +108,20 @@ def _crd(group: str, kind: str) -> dict[str, Any] | None:
     return None
 
 
+_INLINE_FLAGS = re.compile(r"\(\?([ims]+)\)")
+
+
+def _python_regex(pattern: str) -> str:
+    """Go's RE2 accepts inline flags anywhere (``^(?i)[a-z]``); Python wants them first."""
+    flags = "".join(sorted(set("".join(_INLINE_FLAGS.findall(pattern)))))
+    return f"(?{flags})" + _INLINE_FLAGS.sub("", pattern) if flags else pattern
+
+
 def _strict(schema: dict[str, Any], root: bool = False) -> dict[str, Any]:
     """An OpenAPI v3 structural schema as JSON Schema, unknown fields rejected."""
     s = {k: v for k, v in schema.items() if not k.startswith("x-kubernetes-") and k not in ("nullable", "default")}
+    if isinstance(s.get("pattern"), str):
+        s["pattern"] = _python_regex(s["pattern"])
     if schema.get("nullable") and "type" in s:
         s["type"] = [s["type"], "null"]
     if "properties" in schema:
