@@ -1,0 +1,169 @@
+"""MultiKueue at the hub: one federated queue per team queue.
+
+The hub's Kueue is the MultiKueue manager. Users submit TrainJobs to their
+team's LocalQueue at the hub; its ClusterQueue carries an AdmissionCheck whose
+MultiKueueConfig lists the worker clusters in dispatch order. The incremental
+dispatcher nominates one worker at a time, in that order, and adds the next
+only when the current ones have not admitted the workload within a round
+(five minutes in Kueue 0.19): the data centres' committed GPUs are tried
+first, and the cloud bursts only when on-prem cannot admit.
+
+The manager does not run what it dispatches (a cluster cannot be its own
+worker), so the hub is a small CPU-only cluster; the fleet model refuses a
+queue that lists the hub as a worker.
+
+Each worker is a MultiKueueCluster that names a kubeconfig Secret in the
+hub's ``kueue-system`` namespace; the Secret itself is never rendered (see
+:func:`kubeconfig_secret_name` for what to create).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from gpufleet.model import Fleet, QueueRef
+from k8s import kueue, versions
+from k8s.kueue import cohort, flavor, local_queue, priority_class
+
+CONTROLLER = "kueue.x-k8s.io/multikueue"
+DISPATCHER_INCREMENTAL = "kueue.x-k8s.io/multikueue-dispatcher-incremental"
+DISPATCH_ROUND = "5m"  # Kueue's incremental dispatcher round (not configurable in 0.19)
+STEP_SIZE = 1  # clusters added per round: strictly one site after another
+
+
+def manager_settings() -> dict[str, Any]:
+    """The ``multiKueue`` section of the hub's Kueue configuration."""
+    return {
+        "gcInterval": "1m",
+        "origin": "multikueue",
+        "workerLostTimeout": "15m",
+        "dispatcherName": DISPATCHER_INCREMENTAL,
+        "incrementalDispatcherConfig": {"stepSize": STEP_SIZE},
+    }
+
+
+def kubeconfig_secret_name(site: str) -> str:
+    """The Secret (key ``kubeconfig``, namespace ``kueue-system`` at the hub) that
+    lets the manager reach ``site``. Create it out of band, for example:
+    ``kubectl -n kueue-system create secret generic <name> --from-file=kubeconfig=worker.yaml``."""
+    return f"multikueue-{site}"
+
+
+def admission_check_name(ref: QueueRef) -> str:
+    return f"{ref.name}-multikueue"
+
+
+def dispatch_sites(fleet: Fleet) -> list[str]:
+    """Worker sites some queue dispatches to, in fleet order."""
+    used = {s for ref in fleet.queues for s in kueue.dispatch_order(fleet, ref)}
+    return [s.name for s in fleet.sites if s.name in used]
+
+
+def multikueue_cluster(site: str) -> dict[str, Any]:
+    return {
+        "apiVersion": versions.KUEUE_API,
+        "kind": "MultiKueueCluster",
+        "metadata": {"name": site, "labels": {"app.kubernetes.io/part-of": "gpufleet", "gpufleet.io/site": site}},
+        "spec": {"clusterSource": {"kubeConfig": {"locationType": "Secret", "location": kubeconfig_secret_name(site)}}},
+    }
+
+
+def multikueue_config(fleet: Fleet, ref: QueueRef) -> dict[str, Any]:
+    return {
+        "apiVersion": versions.KUEUE_API,
+        "kind": "MultiKueueConfig",
+        "metadata": {"name": ref.name, "labels": {"app.kubernetes.io/part-of": "gpufleet", "gpufleet.io/queue": ref.name}},
+        "spec": {"clusters": kueue.dispatch_order(fleet, ref)},
+    }
+
+
+def admission_check(ref: QueueRef) -> dict[str, Any]:
+    return {
+        "apiVersion": versions.KUEUE_API,
+        "kind": "AdmissionCheck",
+        "metadata": {"name": admission_check_name(ref), "labels": {"app.kubernetes.io/part-of": "gpufleet", "gpufleet.io/queue": ref.name}},
+        "spec": {
+            "controllerName": CONTROLLER,
+            "parameters": {"apiGroup": "kueue.x-k8s.io", "kind": "MultiKueueConfig", "name": ref.name},
+        },
+    }
+
+
+def hub_objects(fleet: Fleet) -> list[dict[str, Any]]:
+    """Everything the hub's Kueue needs to federate every queue."""
+    refs = kueue.queues_by_priority(fleet)
+    if not refs:
+        return []
+    accs = sorted({a for r in refs for a in r.queue.quota})
+    objs: list[dict[str, Any]] = [flavor(None, None, a) for a in accs]
+    objs.append(cohort(fleet))
+    objs += [multikueue_cluster(s) for s in dispatch_sites(fleet)]
+    for ref in refs:
+        objs.append(multikueue_config(fleet, ref))
+        objs.append(admission_check(ref))
+    objs += [priority_class(r) for r in refs]
+    # The hub admits a workload against the queue's whole quota, then the
+    # worker it is dispatched to admits it against that site's share.
+    objs += [kueue.cluster_queue(fleet, r, Counter(r.queue.quota), admission_check=admission_check_name(r)) for r in refs]
+    objs += [local_queue(r) for r in refs]
+    return objs
+
+
+def dispatch_plan(fleet: Fleet) -> list[dict[str, Any]]:
+    """Per queue, highest priority first: where its workloads go, in order, and
+    the GPUs behind each step.
+
+    Each step has ``site``, ``kind`` (aws or datacenter), ``gpus`` (whole GPUs
+    of each of the queue's accelerators at that site) and ``quota`` (the share
+    of the queue's quota placed there; the rest of ``gpus`` is shared with
+    other queues in the site's cohort). ``unplaced`` is quota that did not fit
+    beside higher-priority queues (the queue must borrow it);
+    ``reordered`` is true when data centres were moved before cloud regions.
+    """
+    nominal = kueue.allocate_quota(fleet)
+    plan = []
+    for ref in kueue.queues_by_priority(fleet):
+        order = kueue.dispatch_order(fleet, ref)
+        declared = [s for s in ref.queue.sites if s in order]
+        steps = []
+        for i, name in enumerate(order, start=1):
+            site = fleet.site(name)
+            capacity = site.gpu_capacity()
+            steps.append(
+                {
+                    "step": i,
+                    "site": name,
+                    "kind": site.kind,
+                    "gpus": {a: capacity[a] for a in sorted(ref.queue.quota)},
+                    "quota": {a: nominal[ref.name][name][a] for a in sorted(ref.queue.quota)},
+                }
+            )
+        placed = Counter()
+        for per_site in nominal[ref.name].values():
+            placed.update(per_site)
+        plan.append(
+            {
+                "name": ref.name,
+                "team": ref.team.name,
+                "namespace": ref.namespace,
+                "priority": ref.queue.priority,
+                "data_class": ref.queue.data_class,
+                "allowed_sites": fleet.allowed_sites(ref.queue.data_class),
+                "quota": dict(sorted(ref.queue.quota.items())),
+                "borrowing_limit": {a: kueue.borrowing_limit(ref, a) for a in sorted(ref.queue.quota)},
+                "dispatcher": DISPATCHER_INCREMENTAL,
+                "round": DISPATCH_ROUND,
+                "reordered": declared != order,
+                "steps": steps,
+                "unplaced": {a: n - placed[a] for a, n in sorted(ref.queue.quota.items()) if n > placed[a]},
+            }
+        )
+    return plan
+
+
+def build(fleet: Fleet):
+    """The hub's MultiKueue objects as an add-on bundle."""
+    from k8s.core import AddonBundle
+
+    return AddonBundle("multikueue", objects=hub_objects(fleet))

@@ -1,0 +1,133 @@
+"""Kubeflow Trainer v2 at every site: the chart and the ``torch-distributed`` runtime.
+
+One ClusterTrainingRuntime, ``torch-distributed``, exists at every site under
+the same name, each carrying that site's NCCL settings. A TrainJob names the
+runtime only; wherever MultiKueue dispatches it, the worker's own runtime
+supplies the fabric settings:
+
+* EFA (AWS): libfabric's EFA provider with GPUDirect RDMA
+  (``FI_PROVIDER=efa``, ``FI_EFA_USE_DEVICE_RDMA=1``), and each node requests
+  the EFA interfaces of its instance type (``vpc.amazonaws.com/efa``, from the
+  EFA device plugin the EKS NVIDIA AMI node groups run).
+* InfiniBand / RoCE (data centres): ``NCCL_IB_HCA`` lists the HCAs of the
+  site's GPU servers (``gpufleet_fabric_hcas``); RoCE adds
+  ``NCCL_IB_GID_INDEX=3`` (the RoCE v2 GID). The HCAs must be visible in the
+  pod (an RDMA device plugin or the network operator on those servers).
+* Bootstrap traffic (rendezvous, NCCL's socket setup) uses the pod's own
+  interface, ``eth0``, on every fabric.
+* The hub runs no training; its runtime exists because Kueue computes a
+  TrainJob's pod sets from the runtime before dispatching it.
+
+Gang admission: a TrainJob labelled ``kueue.x-k8s.io/queue-name`` is created
+suspended and Kueue admits all of its nodes at once against the queue's
+quota (and places them on one InfiniBand block when asked), or none; with
+``waitForPodsReady`` (see :mod:`k8s.kueue`) a job whose pods do not all start
+is requeued. No scheduler plugin (``podGroupPolicy``) is needed for that.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpufleet.model import Fleet, Site
+from k8s import versions
+from k8s.core import AddonBundle, Chart
+from k8s.kueue import GPU_TAINT, tolerations
+
+NAMESPACE = "kubeflow-system"
+RELEASE = "kubeflow-trainer"
+RUNTIME = "torch-distributed"
+EFA_RESOURCE = "vpc.amazonaws.com/efa"
+ROCE_GID_INDEX = "3"
+SHM_SIZE = "64Gi"  # PyTorch data loaders and NCCL's shared-memory transport
+
+
+def fabric_hcas(site: Site) -> list[str]:
+    """HCAs NCCL may use at ``site``: those of its GPU servers on the site's fabric."""
+    fabric = site.fabric
+    hcas: list[str] = []
+    for server in site.servers:
+        if server.spec.gpu_count and server.spec.fabric == fabric:
+            for hca in server.spec.fabric_hcas:
+                if hca not in hcas:
+                    hcas.append(hca)
+    return hcas
+
+
+def efa_interfaces(site: Site) -> int:
+    """EFA interfaces every EFA GPU node of ``site`` has (the smallest pool's)."""
+    counts = [p.efa_interfaces for p in site.node_pools if p.efa and p.accelerator]
+    return min(counts) if counts else 0
+
+
+def nccl_env(site: Site) -> list[dict[str, str]]:
+    """NCCL and libfabric settings for the site's fabric."""
+    env = {"NCCL_SOCKET_IFNAME": "eth0", "NCCL_DEBUG": "WARN"}
+    fabric = site.fabric
+    if fabric == "efa":
+        env.update({"FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1", "FI_EFA_FORK_SAFE": "1", "NCCL_PROTO": "simple"})
+    elif fabric in ("infiniband", "roce"):
+        hcas = fabric_hcas(site)
+        env.update({"NCCL_IB_DISABLE": "0", "NCCL_IB_HCA": ",".join(hcas)})
+        if fabric == "roce":
+            env["NCCL_IB_GID_INDEX"] = ROCE_GID_INDEX
+    else:
+        env["NCCL_IB_DISABLE"] = "1"
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def runtime(site: Site) -> dict[str, Any]:
+    """The site's ``torch-distributed`` ClusterTrainingRuntime (torchrun)."""
+    container: dict[str, Any] = {
+        "name": "node",
+        "image": versions.PYTORCH_IMAGE,
+        "env": nccl_env(site),
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+    efa = efa_interfaces(site) if site.fabric == "efa" else 0
+    if efa:
+        container["resources"] = {"requests": {EFA_RESOURCE: str(efa)}, "limits": {EFA_RESOURCE: str(efa)}}
+    pod_spec = {
+        "containers": [container],
+        "tolerations": tolerations([GPU_TAINT]),
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}}],
+    }
+    return {
+        "apiVersion": versions.TRAINER_API,
+        "kind": "ClusterTrainingRuntime",
+        "metadata": {
+            "name": RUNTIME,
+            "labels": {"trainer.kubeflow.org/framework": "torch", "app.kubernetes.io/part-of": "gpufleet", "gpufleet.io/site": site.name, "gpufleet.io/fabric": site.fabric},
+        },
+        "spec": {
+            "mlPolicy": {"numNodes": 1, "torch": {}},
+            "template": {
+                "spec": {
+                    "replicatedJobs": [
+                        {
+                            "name": "node",
+                            "template": {
+                                "metadata": {"labels": {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}},
+                                "spec": {"template": {"spec": pod_spec}},
+                            },
+                        }
+                    ]
+                }
+            },
+        },
+    }
+
+
+def chart() -> Chart:
+    registry, repository, tag = versions.TRAINER_IMAGE
+    values = {
+        "image": {"registry": registry, "repository": repository, "tag": tag},
+        "jobset": {"install": True},
+        # gpufleet ships its own runtime; the chart's examples stay off.
+        "runtimes": {"defaultEnabled": False},
+    }
+    return Chart(RELEASE, versions.TRAINER_CHART, versions.TRAINER_REPOSITORY, versions.TRAINER_VERSION, NAMESPACE, values)
+
+
+def build(fleet: Fleet, site: Site) -> AddonBundle:
+    return AddonBundle("trainer", objects=[runtime(site)], charts=[chart()])
