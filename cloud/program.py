@@ -74,6 +74,11 @@ def _aws_site(fleet: Fleet, site: Site) -> SiteResult:
         addon_versions = versions.addon_versions(cfg.cluster.kubernetes_version)
     except ValueError as exc:
         raise ProgramError(f"{site.stack_file}: config.gpufleet:cluster.kubernetesVersion: {exc}") from None
+    if cfg.cluster.endpoint_access == "public-and-private" and not cfg.cluster.public_access_cidrs:
+        raise ProgramError(
+            f"{site.stack_file}: config.gpufleet:cluster.publicAccessCidrs: required with endpointAccess public-and-private "
+            "(without it EKS opens the public endpoint to 0.0.0.0/0); list your office or VPN ranges"
+        )
     pools = []
     for i, pool in enumerate(cfg.node_pools):
         try:

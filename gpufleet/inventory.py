@@ -28,9 +28,68 @@ import yaml
 from gpufleet.errors import Problem
 
 try:
-    _Loader = yaml.CSafeLoader
+    _BaseLoader = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - libyaml missing
-    _Loader = yaml.SafeLoader
+    _BaseLoader = yaml.SafeLoader
+
+_STR, _MAP, _SEQ = "tag:yaml.org,2002:str", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+_RESOLVED: dict[str, str] = {}  # plain scalar -> implicit tag, shared by every file read
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """The safe loader, with the two hot spots of large inventories made cheap.
+
+    Implicit tags of plain scalars are cached (keys such as ``gpufleet_rack``
+    repeat on every host), and plain str/map/seq nodes are built directly
+    instead of through the constructor's generic dispatch. Anything else
+    (merge keys, explicit tags, numbers, booleans, dates) still goes through
+    the safe constructor, so the result equals ``yaml.safe_load``.
+    """
+
+    def resolve(self, kind, value, implicit):  # noqa: ANN001, ANN201
+        if kind is yaml.ScalarNode and implicit[0]:
+            tag = _RESOLVED.get(value)
+            if tag is None:
+                tag = super().resolve(kind, value, implicit)
+                if len(_RESOLVED) < 500_000:
+                    _RESOLVED[value] = tag
+            return tag
+        return super().resolve(kind, value, implicit)
+
+    def construct_document(self, node):  # noqa: ANN001, ANN201
+        memo: dict[int, Any] = {}
+        generic = self.construct_object
+
+        def build(n: yaml.Node) -> Any:
+            tag = n.tag
+            if tag == _STR and type(n) is yaml.ScalarNode:
+                return n.value
+            found = memo.get(id(n))
+            if found is not None:
+                return found
+            if tag == _MAP and type(n) is yaml.MappingNode and not any(k.tag == "tag:yaml.org,2002:merge" for k, _ in n.value):
+                out: dict = {}
+                memo[id(n)] = out
+                for k, v in n.value:
+                    key = build(k)
+                    try:
+                        hash(key)
+                    except TypeError:
+                        return generic(n, deep=True)  # raises the constructor's own error
+                    out[key] = build(v)
+                return out
+            if tag == _SEQ and type(n) is yaml.SequenceNode:
+                seq: list = []
+                memo[id(n)] = seq
+                seq.extend(build(c) for c in n.value)
+                return seq
+            return generic(n, deep=True)
+
+        data = build(node)
+        self.constructed_objects = {}
+        self.recursive_objects = {}
+        self.deep_construct = False
+        return data
 
 _VAR_EXTENSIONS = (".yml", ".yaml", ".json", "")
 _RANGE = re.compile(r"\[(\d+):(\d+)\]")

@@ -385,3 +385,42 @@ def test_addon_bundles_are_applied_to_each_site_through_its_provider(monkeypatch
         assert bundles == list(k8s.site_bundles(example_fleet, site))
         assert provider is run.provider
         assert run.one("pulumi:providers:kubernetes")["name"] == f"k8s-{site}"
+
+
+def test_public_endpoint_without_cidrs_is_refused(fleet_copy):
+    fleet_copy.edit_config("aws-use1", "gpufleet:cluster", lambda c: {**c, "endpointAccess": "public-and-private"})
+    with pytest.raises(ProgramError, match=r"config\.gpufleet:cluster\.publicAccessCidrs: required with endpointAccess public-and-private"):
+        run_site(fleet_copy.fleet, "aws-use1")
+
+
+def test_entry_point_builds_the_site_named_by_the_stack():
+    """``__main__.py`` (what ``pulumi up -s <site>`` runs) builds that site and exports its outputs."""
+    import runpy
+
+    import pulumi
+
+    from cloud.preview import make_mocks
+
+    mocks = make_mocks("us-east-1")
+    pulumi.runtime.set_mocks(mocks, project="gpufleet", stack="aws-use1", preview=False)
+    pulumi.runtime.set_all_config({"gpufleet:site": "aws-use1", "aws:region": "us-east-1"}, [])
+
+    @pulumi.runtime.test
+    def program():
+        runpy.run_path(str(EXAMPLE.parent.parent / "__main__.py"))
+
+    program()
+    clusters = [r for r in mocks.resources if r["type"] == CLUSTER]
+    assert [c["inputs"]["name"] for c in clusters] == ["acme-llm-aws-use1"]
+
+
+def test_entry_point_reports_an_unknown_stack_in_one_line():
+    import runpy
+
+    import pulumi
+
+    from cloud.preview import make_mocks
+
+    pulumi.runtime.set_mocks(make_mocks(), project="gpufleet", stack="aws-usw2", preview=False)
+    with pytest.raises(pulumi.RunError, match=r"^stack 'aws-usw2': no site of that name in the fleet \(sites: fra-hub, dc-fra, aws-euc1, aws-use1\)$"):
+        runpy.run_path(str(EXAMPLE.parent.parent / "__main__.py"))
