@@ -476,6 +476,9 @@ def cross_check(fleet: Fleet, fleet_file: str) -> list[Problem]:
             site_ref(s, f"residency[{ri}].sites[{si}]")
     classes = {r.data_class for r in spec.residency}
     sites = {s.name: s for s in fleet.sites}
+    # Each site's capacity walks all its servers: compute it once, not per reference.
+    gpu_cap = {s.name: s.gpu_capacity() for s in fleet.sites}
+    mig_cap = {s.name: s.mig_capacity() for s in fleet.sites}
 
     for path, q in qpaths:
         for si, s in enumerate(q.sites):
@@ -485,9 +488,9 @@ def cross_check(fleet: Fleet, fleet_file: str) -> list[Problem]:
             problems.append(Problem(fleet_file, f"{path}.sites", "a site is listed twice"))
         _residency(fleet, q.data_class, q.sites, classes, f"{path}", "queue", problems, fleet_file)
         for acc, want in q.quota.items():
-            have = sum(sites[s].gpu_capacity()[acc] for s in q.sites if s in sites)
+            have = sum(gpu_cap[s][acc] for s in q.sites if s in sites)
             if want > have:
-                detail = ", ".join(f"{s}: {sites[s].gpu_capacity()[acc]}" for s in q.sites if s in sites)
+                detail = ", ".join(f"{s}: {gpu_cap[s][acc]}" for s in q.sites if s in sites)
                 problems.append(Problem(fleet_file, f"{path}.quota.{acc}", f"quota of {want} {acc} GPUs exceeds the {have} whole GPUs at its sites ({detail})"))
 
     for mi, m in enumerate(spec.models):
@@ -504,10 +507,10 @@ def cross_check(fleet: Fleet, fleet_file: str) -> list[Problem]:
             if site is None:
                 continue
             if p.mig_profile:
-                if site.mig_capacity()[(p.accelerator, p.mig_profile)] == 0:
+                if mig_cap[s][(p.accelerator, p.mig_profile)] == 0:
                     problems.append(Problem(fleet_file, f"{path}.sites[{si}]", f"site '{s}' has no {p.accelerator} GPU partitioned with MIG profile {p.mig_profile}"))
-            elif site.gpu_capacity()[p.accelerator] == 0:
-                have = ", ".join(sorted(site.accelerators())) or "none"
+            elif gpu_cap[s][p.accelerator] == 0:
+                have = ", ".join(sorted(set(gpu_cap[s]) | {a for a, _ in mig_cap[s]})) or "none"
                 problems.append(Problem(fleet_file, f"{path}.sites[{si}]", f"site '{s}' has no whole {p.accelerator} GPUs (it has: {have})"))
 
     problems.extend(_cidr_overlaps(fleet, fleet_file))
