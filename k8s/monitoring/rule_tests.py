@@ -178,7 +178,7 @@ def cases(ctx: SiteContext) -> list[AlertCase]:
     other = {**vllm, "model": "clinical-notes-8b"}
     f = _m(slo["burn_for"])
     start = 6 * 60  # six hours of healthy traffic fill the longest window
-    end = start + 10 * 60
+    end = start + 2 * 60
     fast = slo["burn_windows"][0]
     slow = slo["burn_windows"][-1]
 
@@ -204,29 +204,48 @@ def cases(ctx: SiteContext) -> list[AlertCase]:
             ],
             healthy=[start - 1],
             pending=[onset_ttft + f - 1],
-            firing=start + 2 * 60,
+            firing=start + _m(fast["long"]) + 1,
             expected=[Expected({"namespace": "serving", "model": vllm["model"]}, 1.0)],
         )
     )
     # One request in ten slow: below the fast-burn rate, above the slow-burn
-    # rate once the 6h window has filled past factor x budget.
+    # rate. From the first sample, every window holds the same share.
     slow_share = 0.1
+    threshold = slow["factor"] * budget
+    assert fast["factor"] * budget > slow_share > threshold, "adjust slow_share to the burn windows"
     ok = int(100 * (1 - slow_share))
-    slow_start = _m(slow["long"])  # a full long window of healthy traffic first
-    slow_end = slow_start + 8 * 60
-    quiet = slow_start + int(slow["factor"] * budget / slow_share * _m(slow["long"])) - 30
+    span = _m(slow["short"]) + 30
     out.append(
         AlertCase(
             "VllmTimeToFirstTokenBudgetBurn",
             "a tenth of requests slow: only the slow-burn windows fire",
             [
-                (_series("vllm:time_to_first_token_seconds_bucket", **vllm, le=bucket), counter(100, ok, slow_start, slow_end)),
-                (_series("vllm:time_to_first_token_seconds_count", **vllm), counter(100, 100, slow_start, slow_end)),
+                (_series("vllm:time_to_first_token_seconds_bucket", **vllm, le=bucket), f"0+{ok}x{span}"),
+                (_series("vllm:time_to_first_token_seconds_count", **vllm), f"0+100x{span}"),
             ],
-            healthy=[slow_start - 1, quiet],
+            healthy=[],
             pending=[],
-            firing=slow_start + 7 * 60,
+            firing=_m(slow["short"]) + 10,
             expected=[Expected({"namespace": "serving", "model": vllm["model"]}, slow_share)],
+        )
+    )
+    # The same share after an hour of healthy traffic: the long window keeps
+    # the slow-burn pair quiet until the share over it passes the threshold.
+    prefix = _m(fast["long"])
+    crossing = threshold * prefix / (slow_share - threshold)  # minutes after the change
+    quiet = prefix + int(crossing * 2 / 3)
+    out.append(
+        AlertCase(
+            "VllmTimeToFirstTokenBudgetBurn",
+            "a tenth of requests slow after healthy traffic: quiet while the long window dilutes it",
+            [
+                (_series("vllm:time_to_first_token_seconds_bucket", **vllm, le=bucket), counter(100, ok, prefix, quiet + 10)),
+                (_series("vllm:time_to_first_token_seconds_count", **vllm), counter(100, 100, prefix, quiet + 10)),
+            ],
+            healthy=[prefix - 1, quiet],
+            pending=[],
+            firing=quiet,
+            expected=[],
         )
     )
 
@@ -246,7 +265,7 @@ def cases(ctx: SiteContext) -> list[AlertCase]:
             ],
             healthy=[start - 1],
             pending=[onset_err + f - 1],
-            firing=start + 2 * 60,
+            firing=start + _m(fast["long"]) + 1,
             expected=[Expected({"namespace": "serving", "model": vllm["model"]}, 0.5)],
         )
     )
