@@ -182,8 +182,12 @@ def queues(ctx: SiteContext) -> dict[str, Any]:
                  [(b.site(f"sum by (site, cluster_queue, flavor, resource) (kueue_cluster_queue_resource_usage{{{k}, resource=\"nvidia.com/gpu\"}})"), "{{site}} {{cluster_queue}} {{flavor}}")])
     b.row("Cloud burst")
     admitted = b.site(f"sum by (site) (kueue_admitted_active_workloads{{{k}}})")
-    b.timeseries("Share of running workloads in AWS", f"Admitted workloads on the AWS sites ({', '.join(ctx.cloud_sites) or 'none'}) over all sites.",
-                 [(f"sum({_only_sites(admitted, ctx.cloud_sites)})\n/\nsum({admitted})", "AWS share")], unit="percentunit")
+    # The hub's MultiKueue queues count the workloads they dispatched a second
+    # time: the share is taken over the worker sites only.
+    workers = [name for name, _ in ctx.sites if name != ctx.hub]
+    b.timeseries("Share of running workloads in AWS",
+                 f"Admitted workloads on the AWS sites ({', '.join(ctx.cloud_sites) or 'none'}) over all worker sites.",
+                 [(f"sum({_only_sites(admitted, ctx.cloud_sites)})\n/\nsum({_only_sites(admitted, workers)})", "AWS share")], unit="percentunit")
     b.timeseries("GPUs in use in AWS", "Whole GPUs requested by running pods on the AWS sites.",
                  [(_only_sites(b.site(f'sum by (site) (kube_pod_container_resource_requests{{{ksm}, resource="nvidia_com_gpu"}} * on (site, namespace, pod) group_left () (max by (site, namespace, pod) (kube_pod_status_phase{{{ksm}, phase="Running"}} == 1)))'), ctx.cloud_sites), "{{site}}")])
     return b.json()

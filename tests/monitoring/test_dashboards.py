@@ -87,7 +87,10 @@ def test_cloud_burst_panels_name_the_aws_sites() -> None:
     board = next(b for b in _boards("fra-hub").values() if b["uid"] == "gpufleet-queues")
     text = "\n".join(_queries(board))
     assert '"site", "aws-euc1"' in text and '"site", "aws-use1"' in text
-    assert '"site", "dc-fra", "", ""' not in text
+    [share] = [q for q in _queries(board) if "\n/\n" in q]
+    numerator, denominator = share.split("\n/\n")
+    assert '"site", "dc-fra", "", ""' not in numerator and '"site", "dc-fra", "", ""' in denominator
+    assert f'"site", "{FLEET.hub}", "", ""' not in share
 
 
 def test_cost_dashboard_shows_the_price_table() -> None:
