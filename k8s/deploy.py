@@ -15,7 +15,7 @@ cluster as they would for a GitOps controller installing the same
 whose values diff in ``pulumi preview``.
 
 Objects become one resource each: the typed pulumi-kubernetes class for
-built-in kinds, ``apiextensions.CustomResource`` for custom resources, so a
+built-in kinds, a generic custom resource (:class:`CustomObject`) otherwise, so a
 preview shows each object and its diff. Every resource gets the given
 provider (the site's cluster) and parent.
 """
@@ -89,7 +89,18 @@ def apply_object(obj: dict[str, Any], name: str, opts: pulumi.ResourceOptions) -
     cls = _typed_class(api_version, kind)
     if cls is not None:
         return cls(name, opts=opts, metadata=obj["metadata"], **{_snake(k): v for k, v in rest.items()})
-    return k8s.apiextensions.CustomResource(name, api_version=api_version, kind=kind, metadata=obj["metadata"], opts=opts, **rest)
+    return CustomObject(name, obj, opts)
+
+
+class CustomObject(pulumi.CustomResource):
+    """A custom resource with any top-level fields (``apiextensions.CustomResource``
+    carries only ``spec``; a WorkloadPriorityClass, for one, has ``value``)."""
+
+    def __init__(self, name: str, obj: dict[str, Any], opts: pulumi.ResourceOptions):
+        from pulumi_kubernetes import _utilities
+
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(version=_utilities.get_version()))
+        super().__init__(f"kubernetes:{obj['apiVersion']}:{obj['kind']}", name, dict(obj), opts)
 
 
 def check_chart(chart: Chart, where: str) -> None:
