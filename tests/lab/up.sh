@@ -34,6 +34,12 @@ trap on_error ERR
 
 IMAGE=$("$HERE/build-image.sh")
 KEY=$LAB_DIR/ssh/id_ed25519
+# Older images (from an earlier package list) are not needed any more.
+for old in "$LAB_DIR"/image/*/; do
+  old=${old%/}
+  [[ -L $old || $old == "$IMAGE" || $(basename "$old") == build-* ]] && continue
+  [[ -f $old/image.json ]] && rm -rf "$old"
+done
 
 port_free() {
   ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -53,6 +59,7 @@ for vm in "${VMS[@]}"; do
   qemu-img create -q -f qcow2 -F qcow2 -b "$IMAGE/base.qcow2" "$dir/disk.qcow2"
   qemu-system-x86_64 \
     -name "lab:$vm" \
+    -nodefaults \
     -machine pc,accel=tcg \
     -cpu max \
     -smp 1 \
