@@ -4,9 +4,14 @@ It resolves every host's variables in the order Ansible's VariableManager does
 with the default ``hash_behaviour = replace``:
 
 1. inline vars of ``all``, then ``group_vars/all``;
-2. inline vars of the host's other groups, sorted by (depth, name);
+2. inline vars of the host's other groups, sorted by (depth, ansible_group_priority, name);
 3. ``group_vars/<group>`` of those groups, in the same order;
 4. the host's inline vars, then ``host_vars/<host>``.
+
+Like Ansible, it reads a hosts file's keys in document order, expands host
+ranges (``node[01:10]``, ``node[0:8:2]``, ``web-[a:c]``), and takes the first of
+``group_vars/<name>``, ``<name>.yml``, ``<name>.yaml``, ``<name>.json``; a folder
+is read recursively in sorted order, skipping hidden files and backups (``~``).
 
 The tests compare the result with ``ansible-inventory --list`` on the example and
 on generated inventories. Reading the files directly keeps ``gpufleet validate``
@@ -18,7 +23,7 @@ reported against the file the user must edit.
 from __future__ import annotations
 
 import json
-import re
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,8 +96,8 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
         self.deep_construct = False
         return data
 
-_VAR_EXTENSIONS = (".yml", ".yaml", ".json", "")
-_RANGE = re.compile(r"\[(\d+):(\d+)\]")
+_VAR_EXTENSIONS = ("", ".yml", ".yaml", ".json")  # Ansible's lookup order; the first found wins
+_VAR_SUFFIXES = (".yml", ".yaml", ".json")
 
 
 @dataclass
@@ -102,6 +107,7 @@ class Group:
     parents: set[str] = field(default_factory=set)
     children: set[str] = field(default_factory=set)
     depth: int = 0
+    priority: int = 1  # ansible_group_priority, set inline in the hosts file
 
 
 @dataclass
@@ -146,13 +152,51 @@ def load_yaml(path: Path, display: str, problems: list[Problem]) -> Any:
 
 
 def _expand(pattern: str) -> list[str]:
-    m = _RANGE.search(pattern)
-    if not m:
+    """Expand Ansible host ranges: ``[beg:end]`` or ``[beg:end:step]``, numeric or letters.
+
+    Raises ValueError with Ansible's reason when a range is malformed.
+    """
+    if "[" not in pattern:
         return [pattern]
-    start, end = m.group(1), m.group(2)
-    width = len(start) if start.startswith("0") else 0
-    head, tail = pattern[: m.start()], pattern[m.end() :]
-    return [h for i in range(int(start), int(end) + 1) for h in _expand(f"{head}{str(i).zfill(width)}{tail}")]
+    parts = pattern.replace("[", "|", 1).replace("]", "|", 1).split("|")
+    if len(parts) != 3:
+        raise ValueError("host range must be written [begin:end] or [begin:end:step]")
+    head, nrange, tail = parts
+    bounds = nrange.split(":")
+    if len(bounds) not in (2, 3) or not bounds[1]:
+        raise ValueError("host range must be written [begin:end] or [begin:end:step]")
+    beg, end = bounds[0] or "0", bounds[1]
+    step = bounds[2] if len(bounds) == 3 else "1"
+    if not step.isdigit() or int(step) < 1:
+        raise ValueError(f"host range step must be a positive number, not '{step}'")
+    width = len(beg) if beg[0] == "0" and len(beg) > 1 else 0
+    if width and len(end) != width:
+        raise ValueError("host range must specify equal-length begin and end formats")
+    letters = string.ascii_letters
+    if beg in letters and end in letters and len(beg) == len(end) == 1:
+        if letters.index(beg) > letters.index(end):
+            raise ValueError("host range must have begin <= end")
+        seq: list[str] = list(letters[letters.index(beg) : letters.index(end) + 1 : int(step)])
+    elif beg.isdigit() and end.isdigit():
+        seq = [str(i).zfill(width) for i in range(int(beg), int(end) + 1, int(step))]
+    else:
+        raise ValueError(f"host range bounds must both be numbers or both single letters, not '{beg}' and '{end}'")
+    return [h for item in seq for h in _expand(f"{head}{item}{tail}")]
+
+
+def _dir_files(folder: Path) -> list[Path]:
+    """Variable files under a group_vars/host_vars folder, in the order Ansible reads them."""
+    out: list[Path] = []
+    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        name = path.name
+        if name.startswith(".") or name.endswith("~"):
+            continue
+        suffix = path.suffix
+        if path.is_dir() and not suffix:
+            out.extend(_dir_files(path))
+        elif path.is_file() and (not suffix or suffix in _VAR_SUFFIXES):
+            out.append(path)
+    return out
 
 
 class _Reader:
@@ -183,28 +227,58 @@ class _Reader:
         if not isinstance(body, dict):
             self.problems.append(Problem(file, where, f"a group must be a mapping with hosts, vars or children, not {type(body).__name__}"))
             return
-        for key in body:
-            if key not in ("hosts", "vars", "children"):
+        # Sections in document order, as Ansible reads them: a host listed in
+        # both a group and its child keeps the inline vars read last.
+        for key, section in body.items():
+            if key == "hosts":
+                self._hosts(name, section, file, where)
+            elif key == "vars":
+                self._group_vars(group, section, file, where)
+            elif key == "children":
+                self._children(name, group, section, file, where)
+            else:
                 self.problems.append(Problem(file, f"{where}.{key}", "unknown key in a group; expected hosts, vars or children"))
-        hosts = body.get("hosts") or {}
+
+    def _hosts(self, name: str, hosts: Any, file: str, where: str) -> None:
+        if isinstance(hosts, str):
+            hosts = {hosts: None}
+        hosts = hosts or {}
         if not isinstance(hosts, dict):
             self.problems.append(Problem(file, f"{where}.hosts", "must be a mapping of host name to variables"))
-            hosts = {}
+            return
         for pattern, hvars in hosts.items():
             if hvars is not None and not isinstance(hvars, dict):
                 self.problems.append(Problem(file, f"{where}.hosts.{pattern}", "host variables must be a mapping"))
                 continue
-            for hname in _expand(str(pattern)):
+            try:
+                names = _expand(str(pattern))
+            except ValueError as exc:
+                self.problems.append(Problem(file, f"{where}.hosts.{pattern}", str(exc)))
+                continue
+            for hname in names:
                 host = self.hosts.setdefault(hname, Host(hname))
                 host.groups.add(name)
                 if hvars:
                     host.vars.update(hvars)
-        gvars = body.get("vars") or {}
+
+    def _group_vars(self, group: Group, gvars: Any, file: str, where: str) -> None:
+        gvars = gvars or {}
         if not isinstance(gvars, dict):
             self.problems.append(Problem(file, f"{where}.vars", "must be a mapping"))
-        else:
-            group.vars.update(gvars)
-        children = body.get("children") or {}
+            return
+        for key, value in gvars.items():
+            if key == "ansible_group_priority":
+                try:
+                    group.priority = int(value)
+                except (TypeError, ValueError):
+                    self.problems.append(Problem(file, f"{where}.vars.{key}", f"must be a whole number, not {value!r}"))
+            else:
+                group.vars[key] = value
+
+    def _children(self, name: str, group: Group, children: Any, file: str, where: str) -> None:
+        if isinstance(children, str):
+            children = {children: None}
+        children = children or {}
         if not isinstance(children, dict):
             self.problems.append(Problem(file, f"{where}.children", "must be a mapping of group names"))
             return
@@ -230,18 +304,14 @@ class _Reader:
         return False
 
     def vars_file(self, folder: Path, name: str) -> list[tuple[str, dict]]:
-        """group_vars/<name>{.yml,.yaml,.json,} or a folder of such files."""
-        found: list[tuple[str, dict]] = []
+        """The first of group_vars/<name> (file or folder), <name>.yml, .yaml, .json, as Ansible picks it."""
         for ext in _VAR_EXTENSIONS:
             path = folder / f"{name}{ext}"
+            if path.is_dir():
+                return [(self.display(p), self._vars(p)) for p in _dir_files(path)]
             if path.is_file():
-                found.append((self.display(path), self._vars(path)))
-        d = folder / name
-        if d.is_dir():
-            for path in sorted(d.rglob("*")):
-                if path.is_file() and path.suffix in _VAR_EXTENSIONS and not path.name.startswith("."):
-                    found.append((self.display(path), self._vars(path)))
-        return found
+                return [(self.display(path), self._vars(path))]
+        return []
 
     def _vars(self, path: Path) -> dict:
         display = self.display(path)
@@ -334,7 +404,7 @@ def load_inventory(root: Path, rel: str, problems: list[Problem]) -> Inventory |
                 found.add(g)
                 stack.extend(groups[g].parents)
             found.discard("all")
-            ancestors_cache[key] = sorted(found, key=lambda n: (groups[n].depth, n))
+            ancestors_cache[key] = sorted(found, key=lambda n: (groups[n].depth, groups[n].priority, n))
         ordered = ancestors_cache[key]
         if key not in group_vars_cache:
             values: dict[str, Any] = {}
