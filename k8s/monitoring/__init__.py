@@ -3,7 +3,7 @@
 ``build(fleet, site)`` returns the site's kube-prometheus-stack chart (pinned),
 its Namespace, the scrape monitors (dcgm-exporter, vLLM, the LLM gateway,
 Kueue), the gpufleet PrometheusRule, the Grafana dashboards as ConfigMaps, the
-dcgm-exporter counters ConfigMap (GPU sites) and, as review files, the rendered
+dcgm-exporter counters ConfigMap (sites with GPUs) and, as review files, the rendered
 rule groups with their promtool unit tests.
 
 Every threshold, selector, version and price lives in :mod:`.config`.
@@ -68,9 +68,9 @@ def build(fleet: FleetLike, site: SiteLike | str, config: dict[str, Any] | None 
     ctx = context(fleet, site, config)
     rule = rules.prometheus_rule(ctx)
     objects: list[dict[str, Any]] = [_namespace(ctx), *scrape.monitors(ctx), rule, *dashboards.configmaps(ctx)]
-    if not ctx.is_hub:
-        # The hub is a management cluster that runs no GPU workloads (a
-        # MultiKueue manager cannot run what it dispatches): no GPU operator.
+    if ctx.has_gpus:
+        # Where the GPU operator runs (sites with GPUs): its ClusterPolicy
+        # names this ConfigMap (k8s/gpu_operator.py).
         objects.append(dcgm.counters_configmap(ctx.cfg["targets"]["dcgm"]["namespace"]))
     files = {
         RULES_FILE: _dump(rule["spec"]),

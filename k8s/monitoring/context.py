@@ -38,6 +38,7 @@ class SiteContext:
     sites: tuple[tuple[str, str], ...]  # (name, kind) of every site
     models: tuple[str, ...]  # models served at this site (the hub: every model)
     cfg: dict[str, Any]
+    has_gpus: bool = True
 
     @property
     def is_hub(self) -> bool:
@@ -78,6 +79,10 @@ def site_context(fleet: FleetLike, site: SiteLike | str, cfg: dict[str, Any]) ->
     if fleet.hub not in by_name:
         raise ValueError(f"hub {fleet.hub!r} is not one of the fleet's sites: {sorted(by_name)}")
     kind = by_name[name].kind
+    # A site object that can list its accelerators says whether it has GPUs;
+    # otherwise every site but the hub (a management cluster) is taken to.
+    accelerators = getattr(by_name[name], "accelerators", None)
+    has_gpus = bool(list(accelerators())) if callable(accelerators) else name != fleet.hub
     if kind not in ("aws", "datacenter"):
         raise ValueError(f"site {name!r} has unknown kind {kind!r}")
     return SiteContext(
@@ -89,4 +94,5 @@ def site_context(fleet: FleetLike, site: SiteLike | str, cfg: dict[str, Any]) ->
         # The hub's dashboards show every site, so every model.
         models=tuple(m.name for m in fleet.models if name in m.sites or name == fleet.hub),
         cfg=cfg,
+        has_gpus=has_gpus,
     )

@@ -33,3 +33,18 @@ def test_every_alert_is_tested_on_the_example_fleet(example_fleet) -> None:
         ctx = context(example_fleet, site)
         tested = {c.alert for c in rule_tests.cases(ctx) if c.expected and c.pending}
         assert {a["alert"] for a in rules.alerts(rules.rule_groups(ctx))} <= tested
+
+
+def test_counters_configmap_goes_where_the_gpu_operator_runs(example_fleet) -> None:
+    from k8s import gpu_operator
+    from k8s.monitoring import dcgm
+
+    for site in example_fleet.sites:
+        [bundle] = build(example_fleet, site)
+        shipped = any(o["metadata"]["name"] == dcgm.CONFIGMAP_NAME for o in bundle.objects)
+        operator = gpu_operator.build(example_fleet, site)
+        assert shipped == (operator is not None), site.name
+        if operator is not None:
+            [chart] = operator.charts
+            assert chart.values["dcgmExporter"]["config"] == {"name": dcgm.CONFIGMAP_NAME}
+            assert chart.namespace == "gpu-operator"
