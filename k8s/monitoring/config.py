@@ -119,7 +119,9 @@ CONFIG: dict[str, Any] = {
         "pending_for": "1h",
         "inadmissible_for": "30m",
     },
-    # Runbooks live in docs/runbooks/<AlertName>.md of this repository.
+    # Runbooks live in docs/runbooks/<AlertName>.md of this repository; point
+    # this at the place your copy of the repository is browsed (the URL below
+    # is an example). Every alert's runbook_url is <base>/<AlertName>.md.
     "runbook_base_url": "https://github.com/acme/gpufleet/blob/main/docs/runbooks",
     # --- dashboards and cost ---------------------------------------------------
     "dashboards": {
