@@ -177,10 +177,12 @@ def cases(ctx: SiteContext) -> list[AlertCase]:
     vllm = {"job": t["vllm"]["job"], "namespace": "serving", "model": "llama-3-1-8b-instruct"}
     other = {**vllm, "model": "clinical-notes-8b"}
     f = _m(slo["burn_for"])
-    start = 6 * 60  # six hours of healthy traffic fill the longest window
-    end = start + 2 * 60
     fast = slo["burn_windows"][0]
     slow = slo["burn_windows"][-1]
+    # Healthy traffic fills the longest window first, so that only the
+    # fast-burn pair can turn true soon after the change.
+    start = max(_m(w["long"]) for w in slo["burn_windows"])
+    end = start + 2 * _m(fast["long"])
 
     def counter(per_min_before: int, per_min_after: int, switch: int, total: int) -> str:
         # promtool's "a+bxn" expands to n+1 samples, one a minute.
