@@ -50,21 +50,25 @@ def cluster_name(fleet: Fleet, site: Site) -> str:
     return f"{fleet.name}-{site.name}"
 
 
-def build_site(fleet: Fleet, site_name: str, export: bool = True) -> SiteResult:
-    """Declare every resource of ``site_name``'s stack; export its outputs when ``export``."""
+def build_site(fleet: Fleet, site_name: str, export: bool = True, addons: bool = True) -> SiteResult:
+    """Declare every resource of ``site_name``'s stack; export its outputs when ``export``.
+
+    ``addons=False`` leaves out the fleet's Kubernetes add-ons (the cluster and
+    its provider only), for tests of the infrastructure alone.
+    """
     try:
         site = fleet.site(site_name)
     except KeyError:
         names = ", ".join(s.name for s in fleet.sites)
         raise ProgramError(f"stack '{site_name}': no site of that name in the fleet (sites: {names})") from None
-    result = _aws_site(fleet, site) if site.is_aws else _datacenter_site(fleet, site)
+    result = _aws_site(fleet, site, addons) if site.is_aws else _datacenter_site(fleet, site, addons)
     if export:
         for key, value in result.outputs.items():
             pulumi.export(key, value)
     return result
 
 
-def _aws_site(fleet: Fleet, site: Site) -> SiteResult:
+def _aws_site(fleet: Fleet, site: Site, addons: bool) -> SiteResult:
     cfg = site.aws
     assert cfg is not None and site.region
     ctx = StackContext(fleet=fleet.name, site=site.name, region=site.region)
@@ -118,7 +122,7 @@ def _aws_site(fleet: Fleet, site: Site) -> SiteResult:
         opts=pulumi.ResourceOptions(depends_on=[*node_groups, *late.addons]),
     )
     result = SiteResult(site.name, provider)
-    result.addon_resources = deploy_addons(fleet, site.name, provider)
+    result.addon_resources = deploy_addons(fleet, site.name, provider) if addons else []
     result.outputs = {
         "site": site.name,
         "region": site.region,
@@ -130,7 +134,7 @@ def _aws_site(fleet: Fleet, site: Site) -> SiteResult:
     return result
 
 
-def _datacenter_site(fleet: Fleet, site: Site) -> SiteResult:
+def _datacenter_site(fleet: Fleet, site: Site, addons: bool) -> SiteResult:
     kubeconfig = pulumi.Config("gpufleet").get_secret(KUBECONFIG_KEY)
     if kubeconfig is None:
         raise ProgramError(
@@ -139,7 +143,7 @@ def _datacenter_site(fleet: Fleet, site: Site) -> SiteResult:
         )
     provider = k8s_provider.Provider(f"k8s-{site.name}", kubeconfig=kubeconfig)
     result = SiteResult(site.name, provider)
-    result.addon_resources = deploy_addons(fleet, site.name, provider)
+    result.addon_resources = deploy_addons(fleet, site.name, provider) if addons else []
     result.outputs = {"site": site.name}
     return result
 

@@ -1,7 +1,9 @@
 """Run a site's Pulumi program under Pulumi's mock engine and keep what it declared.
 
 ``run_site(fleet_path, site)`` builds the stack in this process with
-:func:`cloud.program.build_site` inside a ``@pulumi.runtime.test`` function, and
+:func:`cloud.program.build_site` inside a ``@pulumi.runtime.test`` function
+(without the fleet's Kubernetes add-ons unless ``addons=True``: those have
+their own tests under tests/k8s), and
 returns a :class:`StackRun`: every resource registered (type, name, inputs with
 secrets still wrapped, provider reference) and the stack's resolved outputs.
 """
@@ -59,7 +61,9 @@ class StackRun:
         return plain(self.one(typ, name)["inputs"])
 
 
-def run_site(fleet_path: Path | str, site: str, config: dict[str, str] | None = None, secret_keys: list[str] | None = None) -> StackRun:
+def run_site(
+    fleet_path: Path | str, site: str, config: dict[str, str] | None = None, secret_keys: list[str] | None = None, addons: bool = False
+) -> StackRun:
     fleet = load_fleet(fleet_path)
     region = fleet.site(site).region or "us-east-1"
     mocks = make_mocks(region)
@@ -72,7 +76,7 @@ def run_site(fleet_path: Path | str, site: str, config: dict[str, str] | None = 
 
     @pulumi.runtime.test
     def program():
-        result = build_site(fleet, site, export=False)
+        result = build_site(fleet, site, export=False, addons=addons)
         holder["result"] = result
         keys = list(result.outputs)
         return pulumi.Output.all(*[result.outputs[k] for k in keys]).apply(lambda vals: run.outputs.update(zip(keys, vals)))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 
 import pytest
 from pulumi_harness import EXAMPLE, REPO
@@ -16,12 +15,7 @@ SITES = ["aws-euc1", "aws-use1", "dc-fra", "fra-hub"]
 
 @pytest.fixture(scope="module")
 def previews() -> dict[str, list[dict]]:
-    out = {}
-    for site in SITES:
-        start = time.monotonic()
-        out[site] = preview_site(str(EXAMPLE), site)
-        assert time.monotonic() - start < 30, f"{site}: preview too slow"
-    return out
+    return {site: preview_site(str(EXAMPLE), site) for site in SITES}
 
 
 @pytest.mark.parametrize("site", SITES)
