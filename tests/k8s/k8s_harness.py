@@ -44,8 +44,10 @@ class _Mocks(pulumi.runtime.Mocks):
         return {}
 
 
-def run_deploy(bundles, provider_name: str = "k8s-site", **kwargs) -> DeployRun:
-    """Declare ``bundles`` through a fresh Kubernetes provider and record every resource."""
+def run_deploy(bundles, provider_name: str = "k8s-site", call=None, **kwargs) -> DeployRun:
+    """Declare ``bundles`` through a fresh Kubernetes provider and record every resource.
+
+    ``call(provider)``, when given, declares the resources instead (and returns them)."""
     from k8s.deploy import deploy_bundles
 
     run = DeployRun()
@@ -60,7 +62,7 @@ def run_deploy(bundles, provider_name: str = "k8s-site", **kwargs) -> DeployRun:
 
         pulumi.runtime.register_stack_transformation(record)
         provider = k8s.Provider(provider_name, kubeconfig="unused-under-mocks")
-        resources = deploy_bundles(bundles, provider, **kwargs)
+        resources = call(provider) if call else deploy_bundles(bundles, provider, **kwargs)
         run.returned = [r._name for r in resources]  # noqa: SLF001
         return pulumi.Output.all(provider.urn, *[r.urn for r in resources]).apply(lambda urns: setattr(run, "provider_urn", urns[0]))
 
