@@ -92,6 +92,12 @@ def time_slicing_configs(fleet: Fleet, site: Site) -> dict[str, int]:
     return {f"{acc}-time-sliced": replicas for acc, replicas in sorted(want.items())}
 
 
+def device_plugin_node_labels(fleet: Fleet, site: Site) -> dict[str, dict[str, str]]:
+    """Accelerator -> the node label that selects its time-slicing configuration,
+    for the node pools or servers of that accelerator at ``site``."""
+    return {name.removesuffix("-time-sliced"): {DEVICE_PLUGIN_LABEL: name} for name in time_slicing_configs(fleet, site)}
+
+
 def device_plugin_config(fleet: Fleet, site: Site) -> dict[str, str]:
     """The device plugin's named configurations (ConfigMap data)."""
     base = {"version": "v1", "flags": {"migStrategy": "mixed"}}

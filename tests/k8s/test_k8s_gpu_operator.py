@@ -101,6 +101,7 @@ def test_time_slicing_where_a_served_model_asks_for_it(bundles, fleet):
     model = next(m for m in fleet.models if m.name == "llama-3-1-8b-instruct")
     assert sliced["sharing"]["timeSlicing"]["resources"] == [{"name": "nvidia.com/gpu", "replicas": model.time_slicing}]
     assert yaml.safe_load(dp["data"]["default"]) == {"version": "v1", "flags": {"migStrategy": "mixed"}}
+    assert gpu_operator.device_plugin_node_labels(fleet, fleet.site("aws-use1")) == {"l4": {"nvidia.com/device-plugin.config": "l4-time-sliced"}}
     # no model at dc-fra or aws-euc1 asks for time-slicing
     for site in ("dc-fra", "aws-euc1"):
         assert set(_chart(bundles, site).values["devicePlugin"]["config"]["data"]) == {"default"}

@@ -188,3 +188,21 @@ def test_a_team_mixing_data_classes_is_refused(fleet_variant):
     variant = fleet_variant(edit)
     with pytest.raises(k8s.BundleError, match="team clinical: queues with different data classes"):
         k8s.site_bundles(variant, "dc-fra")
+
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+
+
+def test_every_add_ons_workloads_in_data_class_namespaces_pass_the_policy(bundles, vaps):
+    """Pods that other add-ons (serving, for one) put in data-class namespaces are admitted where they are rendered."""
+    checked = 0
+    for site, b in bundles.items():
+        namespaces = {n["metadata"]["name"]: n for n in objects_of(b, "Namespace") if "gpufleet.io/data-class" in n["metadata"].get("labels", {})}
+        for obj in objects_of(b):
+            if obj["kind"] in WORKLOAD_KINDS and obj["metadata"].get("namespace") in namespaces:
+                template = obj["spec"]["template"]
+                pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": obj["metadata"]["namespace"]}, "spec": template["spec"]}
+                assert evaluate(vaps[site], pod, namespaces[obj["metadata"]["namespace"]]) == [], (site, obj["kind"], obj["metadata"]["name"])
+                checked += 1
+    if not checked:
+        pytest.skip("no add-on renders workloads in a data-class namespace")
