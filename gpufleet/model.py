@@ -8,6 +8,7 @@ with every problem found, each tied to the file and key the user must edit.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -228,10 +229,40 @@ def replica_memory_gib(model: ServedModel) -> float:
     return total * GPU_MEMORY_UTILIZATION
 
 
+_TYPE_ERRORS = ("string_type", "int_type", "int_parsing", "float_type", "float_parsing", "bool_type", "bool_parsing", "list_type", "dict_type")
+_UNION_TAG = re.compile(r"^[a-z][a-z-]*\[.*\]$")  # pydantic's name for a union member, e.g. list[constrained-int]
+
+
+def _user_loc(loc: Iterable[Any]) -> list[Any]:
+    """A pydantic error location as the user wrote it: no union-member or dict-key markers."""
+    return [p for p in loc if not (isinstance(p, str) and (p == "[key]" or _UNION_TAG.match(p)))]
+
+
+def _got(err: Any) -> str:
+    if err["type"] in _TYPE_ERRORS and "input" in err:
+        return f" (got {type(err['input']).__name__} {err['input']!r:.40})"
+    return ""
+
+
+def _merge_alternatives(problems: list[Problem]) -> list[Problem]:
+    """One line per location: the members of a union that all failed become 'a or b'."""
+    merged: dict[tuple[str, str], Problem] = {}
+    for p in problems:
+        key = (p.file, p.path)
+        prev = merged.get(key)
+        if prev is None:
+            merged[key] = p
+        elif prev.message.startswith("Input should be ") and p.message.startswith("Input should be "):
+            merged[key] = Problem(p.file, p.path, f"{prev.message} or {p.message.removeprefix('Input should be ')}")
+        else:
+            merged[(p.file, f"{p.path}\0{len(merged)}")] = p
+    return list(merged.values())
+
+
 def _validation_problems(exc: ValidationError, file: str, model: type[BaseModel], prefix: Iterable[Any] = ()) -> list[Problem]:
     out = []
     for err in exc.errors():
-        loc = [*prefix, *err["loc"]]
+        loc = _user_loc([*prefix, *err["loc"]])
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             parent = _field_names_at(model, list(err["loc"])[:-1])
@@ -244,10 +275,9 @@ def _validation_problems(exc: ValidationError, file: str, model: type[BaseModel]
             msg = msg[len("Value error, ") :]
         elif msg.startswith("Assertion failed, "):
             msg = msg[len("Assertion failed, ") :]
-        if err["type"] in ("string_type", "int_type", "float_type", "bool_type", "list_type", "dict_type") and "input" in err:
-            msg += f" (got {type(err['input']).__name__} {err['input']!r:.40})"
+        msg += _got(err)
         out.append(Problem(file, key_path(loc), msg))
-    return out
+    return _merge_alternatives(out)
 
 
 def _field_names_at(model: type[BaseModel], loc: list[Any]) -> list[str]:
@@ -390,11 +420,39 @@ def _load_servers(spec: SiteSpec, root: Path, problems: list[Problem]) -> list[S
     if not inv.hosts:
         problems.append(Problem(inv_rel, "", "the inventory has no hosts"))
     servers = []
+    found: list[tuple[str, Problem]] = []
     for host in inv.hosts.values():
-        server = _server(host, spec, problems)
+        mine: list[Problem] = []
+        server = _server(host, spec, mine)
+        found.extend((host.name, p) for p in mine)
         if server:
             servers.append(server)
+    problems.extend(_collapse_hosts(found))
     return servers
+
+
+def _collapse_hosts(found: list[tuple[str, Problem]]) -> list[Problem]:
+    """One line for a problem that many hosts inherit from the same file and key.
+
+    A mistake in ``group_vars/<class>.yml`` is reported once, with the hosts it
+    reaches, instead of once per host (thousands of lines in a large fleet).
+    """
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    first: dict[tuple[str, str, str], Problem] = {}
+    for host, p in found:
+        rest = p.path[len(host) + 1 :] if p.path.startswith(f"{host}.") else ("" if p.path == host else p.path)
+        key = (p.file, rest, p.message)
+        groups.setdefault(key, []).append(host)
+        first.setdefault(key, p)
+    out = []
+    for key, hosts in groups.items():
+        if len(hosts) == 1:
+            out.append(first[key])
+            continue
+        file, rest, message = key
+        shown = ", ".join(hosts) if len(hosts) <= 4 else f"{', '.join(hosts[:3])} and {len(hosts) - 3} more"
+        out.append(Problem(file, rest, f"{message} (on {len(hosts)} hosts: {shown})"))
+    return out
 
 
 _SERVER_KEYS = {f"{_SERVER_PREFIX}{n}" for n in ServerVars.model_fields}
@@ -402,25 +460,35 @@ _SERVER_KEYS = {f"{_SERVER_PREFIX}{n}" for n in ServerVars.model_fields}
 
 def _server(host: ResolvedHost, spec: SiteSpec, problems: list[Problem]) -> Server | None:
     ours: dict[str, Any] = {}
+    unknown = False
     for key, value in host.vars.items():
         if key.startswith(_SERVER_PREFIX):
             if key not in _SERVER_KEYS:
                 problems.append(Problem(host.origin[key], f"{host.name}.{key}", f"unknown gpufleet variable{did_you_mean(key, _SERVER_KEYS)}"))
+                unknown = True
                 continue
             ours[key[len(_SERVER_PREFIX) :]] = value
+    if unknown:
+        return None  # a misspelt variable would otherwise show up again as a missing one
     try:
         sv = ServerVars.model_validate(ours)
     except ValidationError as exc:
+        found = []
         for err in exc.errors():
-            loc = list(err["loc"])
+            loc = _user_loc(err["loc"])
             var = f"{_SERVER_PREFIX}{loc[0]}" if loc else ""
-            file = host.origin.get(var) or next(iter(set(host.origin.values())), spec.inventory or "")
             if err["type"] == "missing":
-                msg = f"{var} is not set for this host (set it in group_vars or host_vars)"
+                msg = f"{var} is not set (set it in group_vars or host_vars)"
             else:
-                msg = err["msg"].removeprefix("Value error, ")
+                msg = err["msg"].removeprefix("Value error, ") + _got(err)
+            file = host.origin.get(var) if var else None
+            if file is None:
+                # A rule across variables: report it where the first variable it names is set.
+                named = [*re.findall(r"gpufleet_\w+", msg), *(f"{_SERVER_PREFIX}{w}" for w in re.findall(r"[a-z_]+", msg))]
+                file = next((host.origin[v] for v in named if v in host.origin), None) or host.origin.get("ansible_host") or str(spec.inventory)
             path = key_path([host.name, var, *loc[1:]]) if var else host.name
-            problems.append(Problem(str(file), path, msg))
+            found.append(Problem(str(file), path, msg))
+        problems.extend(_merge_alternatives(found))
         return None
     if sv.site != spec.name:
         problems.append(Problem(host.origin.get("gpufleet_site", str(spec.inventory)), f"{host.name}.gpufleet_site", f"'{sv.site}' but the inventory belongs to site '{spec.name}'"))
