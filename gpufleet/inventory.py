@@ -208,6 +208,7 @@ class _Reader:
         self.groups["all"].children.add("ungrouped")
         self.groups["ungrouped"].parents.add("all")
         self.hosts: dict[str, Host] = {}
+        self.broken = False  # a file could not be read: later problems would only echo it
 
     def display(self, path: Path) -> str:
         try:
@@ -315,11 +316,14 @@ class _Reader:
 
     def _vars(self, path: Path) -> dict:
         display = self.display(path)
+        n = len(self.problems)
         data = load_yaml(path, display, self.problems)
         if data is None:
+            self.broken = self.broken or len(self.problems) > n
             return {}
         if not isinstance(data, dict):
             self.problems.append(Problem(display, "", f"a variables file must be a mapping, not {type(data).__name__}"))
+            self.broken = True
             return {}
         return data
 
@@ -350,13 +354,16 @@ def load_inventory(root: Path, rel: str, problems: list[Problem]) -> Inventory |
         return None
     for src in sources:
         display = reader.display(src)
+        n = len(problems)
         data = load_yaml(src, display, problems)
         if data is None:
-            if src.stat().st_size == 0 or (src.read_text(errors="replace").strip() == ""):
+            if len(problems) == n:
                 problems.append(Problem(display, "", "the hosts file is empty"))
+            reader.broken = True
             continue
         if not isinstance(data, dict):
             problems.append(Problem(display, "", f"an inventory must be a mapping of groups, not {type(data).__name__}"))
+            reader.broken = True
             continue
         for gname, body in data.items():
             reader.read_group(str(gname), body, display, str(gname))
@@ -364,6 +371,8 @@ def load_inventory(root: Path, rel: str, problems: list[Problem]) -> Inventory |
                 reader.group(str(gname)).parents.add("all")
                 reader.groups["all"].children.add(str(gname))
 
+    if reader.broken:
+        return None  # the hosts file's own problem says it all; unknown-group echoes would not help
     groups = reader.groups
     for host in reader.hosts.values():
         if not host.groups or host.groups == {"all"}:
@@ -434,4 +443,6 @@ def load_inventory(root: Path, rel: str, problems: list[Problem]) -> Inventory |
                 values.update(data)
                 origin.update(dict.fromkeys(data, file))
         resolved[host.name] = ResolvedHost(host.name, ["all", *ordered], values, origin)
+    if reader.broken:
+        return None  # hosts missing variables from an unreadable file would only echo its problem
     return Inventory(root, resolved, groups)
