@@ -143,8 +143,23 @@ def test_host_site_mismatch(fleet):
 
 def test_host_site_mismatch_reported_where_it_is_set(fleet):
     fleet.edit("inventory/fra-hub/group_vars/all.yml", lambda d: d.update(gpufleet_site="dc-fra"))
+    # one line for the file and key to fix, naming the hosts it reaches
     assert fleet.problems() == [
-        f"inventory/fra-hub/group_vars/all.yml: hub-cp-0{i}.gpufleet_site: 'dc-fra' but the inventory belongs to site 'fra-hub'" for i in (1, 2, 3)
+        "inventory/fra-hub/group_vars/all.yml: gpufleet_site: 'dc-fra' but the inventory belongs to site 'fra-hub' (on 3 hosts: hub-cp-01, hub-cp-02, hub-cp-03)"
+    ]
+
+
+def test_problem_inherited_by_many_hosts_is_one_line(fleet):
+    hosts = fleet.read("inventory/dc-fra/hosts.yml")
+    hosts["all"]["children"]["gpu"]["children"]["l40s_4x"]["hosts"].update(
+        {f"fra-l40s-{n:02d}": {"ansible_host": f"10.20.2.{n + 10}", "gpufleet_rack": "c03", "gpufleet_bmc_address": f"10.21.2.{n + 10}"} for n in range(4, 11)}
+    )
+    fleet.write("inventory/dc-fra/hosts.yml", hosts)
+    fleet.edit("inventory/dc-fra/group_vars/l40s_4x.yml", lambda d: d.update(gpufleet_fabric="ib"))
+    fleet.edit(HGX04, lambda d: d.update(gpufleet_gpu_count=17))
+    assert fleet.problems() == [
+        "inventory/dc-fra/group_vars/l40s_4x.yml: gpufleet_fabric: Input should be 'infiniband', 'roce', 'efa' or 'tcp' (on 10 hosts: fra-l40s-01, fra-l40s-02, fra-l40s-03 and 7 more)",
+        f"{HGX04}: fra-hgx-04.gpufleet_gpu_count: Input should be less than or equal to 16",
     ]
 
 
