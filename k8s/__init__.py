@@ -22,6 +22,7 @@ import importlib
 import importlib.util
 from typing import Any
 
+from gpufleet.errors import FleetError, Problem
 from k8s.core import AddonBundle, Chart
 
 __all__ = ["AddonBundle", "Chart", "OPTIONAL_ADDONS", "BundleError", "site_bundles"]
@@ -30,8 +31,17 @@ __all__ = ["AddonBundle", "Chart", "OPTIONAL_ADDONS", "BundleError", "site_bundl
 OPTIONAL_ADDONS = ("k8s.monitoring", "k8s.serving")
 
 
-class BundleError(ValueError):
-    """The fleet cannot be turned into a site's add-ons (``where: what``)."""
+class BundleError(FleetError, ValueError):
+    """The fleet cannot be turned into a site's add-ons.
+
+    A :class:`~gpufleet.errors.FleetError`, so the command line prints it as
+    one ``where: what`` line instead of a traceback.
+    """
+
+    def __init__(self, message: str):
+        where, sep, what = message.partition(": ")
+        super().__init__([Problem("k8s add-ons", where, what) if sep else Problem("k8s add-ons", "", message)])
+        self.message = message
 
 
 def _optional_builder(module: str):
