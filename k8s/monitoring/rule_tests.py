@@ -156,6 +156,10 @@ def cases(ctx: SiteContext) -> list[AlertCase]:
         (_series("up", job=dcgm_job, node="gpu-b", namespace="gpu-operator", pod="dcgm-b"), f"1x{onset - 1} 0x200"),
         # GPU node that joins without any exporter target: fires.
         (_series("kube_node_status_capacity", job=ksm, node="gpu-c", resource="nvidia_com_gpu", unit="integer"), f"_x{onset} 8x200"),
+        # GPU node that is not Ready (its own alert covers it): silent.
+        (_series("kube_node_status_capacity", job=ksm, node="gpu-d", resource="nvidia_com_gpu", unit="integer"), "8x200"),
+        (_series("kube_node_status_condition", job=ksm, node="gpu-d", condition="Ready", status="true"), "0x200"),
+        (_series("kube_node_status_condition", job=ksm, node="gpu-a", condition="Ready", status="true"), "1x200"),
         # CPU node, and a node whose GPU count is zero: silent.
         (_series("kube_node_status_capacity", job=ksm, node="cpu-a", resource="cpu", unit="core"), "64x200"),
         (_series("kube_node_status_capacity", job=ksm, node="cpu-b", resource="nvidia_com_gpu", unit="integer"), "0x200"),
@@ -163,7 +167,7 @@ def cases(ctx: SiteContext) -> list[AlertCase]:
     out.append(
         AlertCase(
             "DcgmExporterAbsent",
-            "GPU nodes without a healthy exporter fire; others do not",
+            "Ready GPU nodes without a healthy exporter fire; others do not",
             series,
             healthy=[onset - 1],
             pending=[onset + f - 1],

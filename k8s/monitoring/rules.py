@@ -45,6 +45,7 @@ def gpu_rules(ctx: SiteContext) -> dict[str, Any]:
     dcgm = ctx.selector("dcgm")
     ksm = ctx.selector("kube_state_metrics", f'resource=~"{gpu["node_gpu_resource_regex"]}"')
     up_dcgm = ctx.selector("dcgm")
+    not_ready = ctx.selector("kube_state_metrics", 'condition="Ready"', 'status="true"')
 
     def xid_expr(codes: list[int]) -> str:
         return " or ".join(f"DCGM_FI_DEV_XID_ERRORS{{{dcgm}}} == {code}" for code in codes)
@@ -103,12 +104,15 @@ def gpu_rules(ctx: SiteContext) -> dict[str, Any]:
                 "DcgmExporterAbsent",
                 f"max by (node) (kube_node_status_capacity{{{ksm}}} > 0)\n"
                 f"unless on (node)\n"
-                f"max by (node) (up{{{up_dcgm}}} == 1)",
+                f"max by (node) (up{{{up_dcgm}}} == 1)\n"
+                # A node that is not Ready has its own alert (KubeNodeNotReady).
+                f"unless on (node)\n"
+                f"max by (node) (kube_node_status_condition{{{not_ready}}} == 0)",
                 gpu["exporter_absent_for"],
                 "warning",
                 "No dcgm-exporter is scraped on GPU node {{ $labels.node }}.",
-                "Node {{ $labels.node }} has NVIDIA GPUs but Prometheus has no healthy "
-                "dcgm-exporter target on it (missing or down) for "
+                "Node {{ $labels.node }} is Ready and has NVIDIA GPUs, but Prometheus has no "
+                "healthy dcgm-exporter target on it (missing or down) for "
                 f"{gpu['exporter_absent_for']}. Every GPU alert is blind on this node.",
             ),
         ],
