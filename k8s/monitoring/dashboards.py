@@ -84,7 +84,16 @@ class _Board:
         self.builder = self.builder.with_panel(panel)
 
     def json(self) -> dict[str, Any]:
-        return json.loads(json.dumps(self.builder.build(), cls=JSONEncoder))
+        return _drop_nulls(json.loads(json.dumps(self.builder.build(), cls=JSONEncoder)))
+
+
+def _drop_nulls(value: Any) -> Any:
+    """Leave unset fields out (Grafana applies its defaults) instead of null."""
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
 
 
 def _sel(ctx: SiteContext, target: str, *extra: str) -> str:

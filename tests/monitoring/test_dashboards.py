@@ -47,6 +47,7 @@ def test_four_dashboards_with_unique_uids_and_panel_ids(site: str) -> None:
         "GPU fleet: cost per site",
     }
     assert len({b["uid"] for b in boards.values()}) == 4
+    assert all("null" not in json.dumps(b) for b in boards.values())
     for board in boards.values():
         ids = [p["id"] for p in board["panels"]]
         assert len(ids) == len(set(ids))
