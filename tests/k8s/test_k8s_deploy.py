@@ -6,7 +6,6 @@ import re
 
 import pytest
 
-import k8s
 from k8s.core import AddonBundle, Chart
 from k8s.deploy import DeployError
 from k8s_harness import run_deploy

@@ -19,10 +19,6 @@ from k8s_harness import named, objects_of
 LABEL = "gpufleet.io/site"
 
 
-class Denied(Exception):
-    pass
-
-
 def _join(items, sep=celtypes.StringType("")):
     return celtypes.StringType(str(sep).join(str(i) for i in items))
 
