@@ -199,6 +199,19 @@ def _dir_files(folder: Path) -> list[Path]:
     return out
 
 
+def _entries(folder: Path) -> dict[str, Path]:
+    """Group or host name -> its file or folder in group_vars/ or host_vars/ (``a.b.com`` keeps its dots)."""
+    out: dict[str, Path] = {}
+    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        if path.name.startswith(".") or path.name.endswith("~"):
+            continue
+        if path.is_file() and path.suffix in _VAR_SUFFIXES:
+            out.setdefault(path.stem, path)
+        else:
+            out.setdefault(path.name, path)
+    return out
+
+
 class _Reader:
     def __init__(self, root: Path, rel: str, problems: list[Problem]):
         self.root = root
@@ -387,14 +400,13 @@ def load_inventory(root: Path, rel: str, problems: list[Problem]) -> Inventory |
             if files:
                 group_files[name] = files
         known = set(groups)
-        for p in gv_dir.iterdir():
-            stem = p.stem if p.is_file() else p.name
-            if stem not in known and not p.name.startswith("."):
-                problems.append(Problem(reader.display(p), "", f"group_vars for unknown group '{stem}'"))
-    hosts_dir_names = {p.stem if p.is_file() else p.name for p in hv_dir.iterdir()} if hv_dir.is_dir() else set()
+        for name, p in _entries(gv_dir).items():
+            if name not in known:
+                problems.append(Problem(reader.display(p), "", f"group_vars for unknown group '{name}'"))
+    host_entries = _entries(hv_dir) if hv_dir.is_dir() else {}
+    hosts_dir_names = set(host_entries)
     for stray in sorted(hosts_dir_names - set(reader.hosts)):
-        if not stray.startswith("."):
-            problems.append(Problem(f"{rel}/host_vars/{stray}", "", f"host_vars for unknown host '{stray}'"))
+        problems.append(Problem(reader.display(host_entries[stray]), "", f"host_vars for unknown host '{stray}'"))
 
     # The sorted ancestor list of each set of direct groups is shared by many hosts.
     ancestors_cache: dict[frozenset[str], list[str]] = {}

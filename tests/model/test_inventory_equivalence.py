@@ -137,6 +137,7 @@ all:
     letters:
       hosts:
         web-[a:c]:
+        db1.example.com:
     region_again:
       children:
         rack_a:
@@ -162,6 +163,7 @@ TRICKY_FILES = {
     "host_vars/node03/a.yml": "hv: from-dir\n",
     "host_vars/node03/b.yml": "hv: from-dir-later\n",
     "host_vars/lonely": "shared: lonely-hv\n",
+    "host_vars/db1.example.com": "shared: dotted-name\n",
 }
 
 
@@ -172,7 +174,7 @@ def test_tricky_precedence(tmp_path):
     for rel, text in TRICKY_FILES.items():
         (inv / rel).parent.mkdir(parents=True, exist_ok=True)
         (inv / rel).write_text(textwrap.dedent(text))
-    assert assert_same(inv) == 16
+    assert assert_same(inv) == 17
     # spot checks of what the rules above mean, so a shared mistake cannot hide
     ours, groups = our_view(inv)
     assert ours["node01"]["prio_test"] == "other"  # same depth, higher ansible_group_priority wins
@@ -188,3 +190,4 @@ def test_tricky_precedence(tmp_path):
     assert {"web-a", "web-b", "web-c"} <= set(ours)
     assert "hidden_nested" not in ours["node02"] and "backup" not in ours["node02"]
     assert groups["lonely"] == {"all", "ungrouped"}
+    assert ours["db1.example.com"]["shared"] == "dotted-name"
