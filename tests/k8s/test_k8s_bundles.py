@@ -116,3 +116,25 @@ def test_rendered_site_directory_round_trips_and_holds_no_secrets(fleet, tmp_pat
     for path in out.rglob("*.yaml"):
         text = path.read_text()
         assert "client-key-data" not in text and "BEGIN RSA" not in text and "token:" not in text, path
+
+
+def _tags(value, path=""):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{path}.{k}" if path else str(k)
+            if k in ("tag", "version") and isinstance(v, str):
+                yield here, v
+            yield from _tags(v, here)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _tags(v, f"{path}[{i}]")
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_images_of_the_core_charts_are_pinned_exactly(bundles, site):
+    for name in ("gpu-operator", "kueue", "trainer"):
+        for chart in getattr(bundles[site].get(name), "charts", []):
+            tags = dict(_tags(chart.values))
+            assert tags, chart.release
+            for where, tag in tags.items():
+                assert re.fullmatch(r"v?\d+\.\d+\.\d+(-[0-9a-z.-]+)?", tag), (chart.release, where, tag)
