@@ -11,8 +11,8 @@ which prints the list as JSON). Resources get deterministic fake ids and ARNs,
 so a preview is stable from run to run and diffs cleanly in a pull request.
 
 Secrets never appear: values the program marks secret (``pulumi.Output.secret``,
-secret config) and any value under a key such as ``kubeconfig``, ``password``
-or ``token`` are replaced by ``"[secret]"``.
+secret config), any value under a key such as ``kubeconfig``, ``password`` or
+``token``, and the values of Kubernetes Secrets are replaced by ``"[secret]"``.
 """
 
 from __future__ import annotations
@@ -129,6 +129,16 @@ def mask(value: Any, key: str | None = None) -> Any:
     return f"<{type(value).__name__} {name}>" if name else str(value)
 
 
+def mask_inputs(typ: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """A resource's inputs as the preview shows them: :func:`mask`, and every value of a Kubernetes Secret."""
+    out = mask(inputs)
+    if typ == "kubernetes:core/v1:Secret":
+        for key in ("data", "stringData"):
+            if isinstance(out.get(key), dict):
+                out[key] = {k: MASK for k in out[key]}
+    return out
+
+
 # ------------------------------------------------------------ running the program
 
 
@@ -175,7 +185,7 @@ def collect(fleet_path: str, site_name: str) -> list[dict[str, Any]]:
         _sync_await(pulumi.Output.all(*outputs).future()) if outputs else None
 
     _sync_await(run_pulumi_func(program))
-    rows = [{"type": r["type"], "name": r["name"], "inputs": mask(r["inputs"])} for r in mocks.resources]
+    rows = [{"type": r["type"], "name": r["name"], "inputs": mask_inputs(r["type"], r["inputs"])} for r in mocks.resources]
     return sorted(rows, key=lambda r: (r["type"], r["name"]))
 
 

@@ -8,7 +8,7 @@ import shutil
 import pytest
 from pulumi_harness import EXAMPLE, REPO
 
-from cloud.preview import MASK, mask, preview_site
+from cloud.preview import MASK, PLACEHOLDER_KUBECONFIG, mask, mask_inputs, preview_site
 
 SITES = ["aws-euc1", "aws-use1", "dc-fra", "fra-hub"]
 
@@ -58,7 +58,9 @@ def test_kubeconfig_is_masked(previews, site):
     (k8s,) = _find(rows, "pulumi:providers:kubernetes")
     assert k8s["inputs"]["kubeconfig"] == MASK
     text = json.dumps(rows)
-    assert "get-token" not in text and "certificate-authority-data" not in text and "kind: Config" not in text
+    # Neither the cluster's kubeconfig (AWS) nor the placeholder secret (data centres) leaks anywhere.
+    assert "get-token" not in text and "certificate-authority-data" not in text
+    assert PLACEHOLDER_KUBECONFIG.splitlines()[-1] not in text
 
 
 @pytest.mark.parametrize("site", ["dc-fra", "fra-hub"])
@@ -92,6 +94,13 @@ def test_mask_hides_secret_values_and_secret_looking_keys():
         "count": 2,
         "password": None,
     }
+
+
+def test_kubernetes_secret_values_are_masked_but_their_keys_shown():
+    inputs = {"metadata": {"name": "hf-token", "namespace": "serving"}, "stringData": {"HF_TOKEN": "hf_abc"}, "data": {"ca.crt": "LS0t"}, "type": "Opaque"}
+    shown = mask_inputs("kubernetes:core/v1:Secret", inputs)
+    assert shown == {"metadata": {"name": "hf-token", "namespace": "serving"}, "stringData": {"HF_TOKEN": MASK}, "data": {"ca.crt": MASK}, "type": "Opaque"}
+    assert mask_inputs("kubernetes:core/v1:ConfigMap", {"data": {"a": "b"}}) == {"data": {"a": "b"}}
 
 
 def test_broken_fleet_comes_back_as_one_line(tmp_path):
