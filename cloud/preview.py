@@ -198,9 +198,10 @@ def preview_site(fleet_path: str, site: str) -> list[dict[str, Any]]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env.pop("PULUMI_CONFIG", None)
-    cmd = [sys.executable, "-m", "cloud.preview", "--fleet", str(Path(fleet_path).resolve()), "--site", site]
+    # Same working folder as the caller, so file names in messages read as the user gave them.
+    cmd = [sys.executable, "-m", "cloud.preview", "--fleet", str(fleet_path), "--site", site]
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"{site}: the offline Pulumi preview did not finish within {TIMEOUT_S} s") from None
     if proc.returncode != 0:

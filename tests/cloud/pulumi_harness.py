@@ -10,7 +10,6 @@ secrets still wrapped, provider reference) and the stack's resolved outputs.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +133,3 @@ def fleet_copy(tmp_path: Path) -> FleetCopy:
     shutil.copytree(REPO / "stacks", tmp_path / "stacks")
     shutil.copytree(REPO / "inventory", tmp_path / "inventory")
     return FleetCopy(tmp_path)
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, default=str)
