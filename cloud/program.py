@@ -3,7 +3,7 @@
 * An ``aws`` site: one ``aws.Provider`` for its region, then :class:`Network`,
   :class:`Cluster`, the managed add-ons and one :class:`NodePool` per pool of
   ``stacks/Pulumi.<site>.yaml``. Outputs: ``clusterName``, ``endpoint``,
-  ``kubeconfig`` (secret) and ``nodePoolNames``.
+  ``kubeconfig`` (secret), ``nodePoolNames``, ``region`` and ``vpcId``.
 * A ``datacenter`` site: no AWS resources at all. Its cluster is built by the
   Ansible roles; the stack only applies the fleet add-ons to it, through the
   kubeconfig stored as a secret in the stack config
@@ -129,6 +129,8 @@ def _aws_site(fleet: Fleet, site: Site, addons: bool) -> SiteResult:
         "clusterName": cluster.eks.name,
         "endpoint": cluster.eks.endpoint,
         "kubeconfig": cluster.kubeconfig,
+        # For add-ons that would otherwise ask the instance metadata service (blocked to pods, see cloud/nodepools.py).
+        "vpcId": network.vpc.id,
         "nodePoolNames": pulumi.Output.all(*[ng.node_group_name for ng in node_groups]),
     }
     return result

@@ -323,6 +323,7 @@ def test_outputs_name_the_cluster_and_pools_and_keep_the_kubeconfig_secret(examp
     run = example_runs[site]
     out = run.outputs
     assert out["clusterName"] == f"acme-llm-{site}"
+    assert out["vpcId"] == f"{site}-vpc-id" and out["region"] == example_fleet.site(site).region
     assert out["nodePoolNames"] == [f"acme-llm-{site}-{p.name}" for p in example_fleet.site(site).node_pools]
     assert "kubeconfig" in run.secret_outputs and "clusterName" not in run.secret_outputs
     kc = json.loads(out["kubeconfig"])
