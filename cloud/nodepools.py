@@ -8,10 +8,10 @@ Why managed node groups and not Karpenter:
   managed node group with capacity type ``CAPACITY_BLOCK`` scales into them
   the way AWS documents. The p5 pools this fleet trains on are bought that way.
 * Nothing has to run inside the cluster before the cluster works. Karpenter is
-  itself a pod that needs nodes, IAM and an SQS interruption queue before it
-  can launch anything; a managed node group is an AWS API object that exists
-  as soon as ``pulumi up`` finishes, so the add-ons applied in the same run
-  have somewhere to land.
+  itself a pod that needs nodes to run on and its own IAM role (and an SQS
+  queue for interruption handling) before it can launch anything; a managed
+  node group is an AWS API object that exists as soon as ``pulumi up``
+  finishes, so the add-ons applied in the same run have somewhere to land.
 * Deterministic bounds. Each pool has a fixed ``minSize``/``maxSize`` and a
   known instance type, which is what the fleet model's quota check counts
   (``maxSize`` x GPUs per node); a Karpenter NodePool's limits are resource

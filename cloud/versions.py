@@ -7,8 +7,8 @@ Where the figures come from:
 
 * AMI types: the ``amiType`` values of the EKS ``CreateNodegroup`` API. The
   NVIDIA variant of Amazon Linux 2023 ships the NVIDIA driver, the container
-  toolkit and the EFA driver, so the GPU operator on these nodes runs with its
-  driver container disabled.
+  toolkit and the EFA driver, so on these nodes the GPU operator's own driver
+  container must stay disabled.
 * Managed add-on versions: the "latest version for each Kubernetes version"
   tables of the Amazon EKS User Guide (VPC CNI, CoreDNS, kube-proxy, EKS Pod
   Identity Agent). Refresh them with
