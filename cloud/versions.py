@@ -49,10 +49,10 @@ EKS_ADDON_VERSIONS: dict[str, dict[str, str]] = {
         "eks-pod-identity-agent": "v1.3.4-eksbuild.1",
     },
     "1.33": {
-        "vpc-cni": "v1.19.5-eksbuild.1",
+        "vpc-cni": "v1.19.6-eksbuild.7",
         "kube-proxy": "v1.33.0-eksbuild.2",
         "coredns": "v1.12.1-eksbuild.2",
-        "eks-pod-identity-agent": "v1.3.7-eksbuild.2",
+        "eks-pod-identity-agent": "v1.3.8-eksbuild.2",
     },
 }
 
