@@ -198,6 +198,8 @@ def preview_site(fleet_path: str, site: str) -> list[dict[str, Any]]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env.pop("PULUMI_CONFIG", None)
+    # Let the interpreter cache compiled modules: importing pulumi_aws from source takes seconds.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     # Same working folder as the caller, so file names in messages read as the user gave them.
     cmd = [sys.executable, "-m", "cloud.preview", "--fleet", str(fleet_path), "--site", site]
     try:

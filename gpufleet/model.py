@@ -582,8 +582,15 @@ def cross_check(fleet: Fleet, fleet_file: str) -> list[Problem]:
                 problems.append(Problem(fleet_file, f"{path}.sites[{si}]", f"site '{s}' has no whole {p.accelerator} GPUs (it has: {have})"))
 
     problems.extend(_cidr_overlaps(fleet, fleet_file))
+    from cloud.versions import EKS_ADDON_VERSIONS
+
     for site in fleet.sites:
         if site.aws:
+            version = site.aws.cluster.kubernetes_version
+            if version not in EKS_ADDON_VERSIONS:
+                problems.append(
+                    Problem(site.stack_file, "config.gpufleet:cluster.kubernetesVersion", f"Kubernetes {version} has no pinned EKS add-on versions (pinned: {', '.join(sorted(EKS_ADDON_VERSIONS))}; see cloud/versions.py)")
+                )
             azs = set(site.aws.network.availability_zones)
             for pi, pool in enumerate(site.aws.node_pools):
                 for z in pool.availability_zones or []:

@@ -18,9 +18,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -114,23 +116,29 @@ def render(fleet: Fleet, out_dir: Path, progress: Callable[[str], None] = lambda
         (tmp / "plan.json").write_text(to_json(plan))
         (tmp / "plan.md").write_text(to_markdown(plan))
         preview = _optional("cloud.preview", "preview_site")
-        summary: dict[str, Any] = {}
+        summary: dict[str, Any] = {s.name: {} for s in fleet.sites}
+        if preview is not None:
+            # Each preview is a separate interpreter running the real program under
+            # the mock engine; run them side by side.
+            progress(f"running {len(fleet.sites)} Pulumi programs under the mock engine")
+            with ThreadPoolExecutor(max_workers=max(1, min(len(fleet.sites), os.cpu_count() or 1))) as pool:
+                names = [s.name for s in fleet.sites]
+                previews = dict(zip(names, pool.map(lambda name: preview(str(fleet.path), name), names)))
+            for name, resources in previews.items():
+                sdir = tmp / "sites" / name
+                sdir.mkdir(parents=True)
+                (sdir / "pulumi-preview.json").write_text(json.dumps({"stack": name, "resources": resources}, indent=2, sort_keys=True) + "\n")
+                summary[name]["pulumi_resources"] = len(resources)
         for site in fleet.sites:
             sdir = tmp / "sites" / site.name
-            sdir.mkdir(parents=True)
-            entry: dict[str, Any] = {}
-            if preview is not None:
-                progress(f"{site.name}: running the Pulumi program under the mock engine")
-                resources = preview(str(fleet.path), site.name)
-                (sdir / "pulumi-preview.json").write_text(json.dumps({"stack": site.name, "resources": resources}, indent=2, sort_keys=True) + "\n")
-                entry["pulumi_resources"] = len(resources)
+            sdir.mkdir(parents=True, exist_ok=True)
+            entry = summary[site.name]
             progress(f"{site.name}: building Kubernetes add-ons")
             entry["k8s_files"] = write_k8s(fleet, site.name, sdir / "k8s")
             if not site.is_aws:
                 progress(f"{site.name}: writing Ansible inventory and host variables")
                 write_ansible(fleet, site.name, sdir / "ansible")
                 entry["ansible_hosts"] = len(site.servers)
-            summary[site.name] = entry
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
