@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = False
         print("lab: interrupted", file=sys.stderr)
     finally:
-        for s in steps:
+        for s in steps[:-1]:
             if s.status == "pending":
                 s.status, s.detail = "skipped", "an earlier step failed"
         td = time.monotonic()

@@ -16,7 +16,10 @@ REPO=$(cd "$HERE/../.." && pwd)
 export LAB_DIR=${LAB_DIR:-$REPO/.lab}
 LAB_MEMORY=${LAB_MEMORY:-1280}
 LAB_SSH_BASE_PORT=${LAB_SSH_BASE_PORT:-22201}
-LAB_BOOT_TIMEOUT=${LAB_BOOT_TIMEOUT:-300}
+LAB_BOOT_TIMEOUT=${LAB_BOOT_TIMEOUT:-600}
+# The emulated CPU model. A plain x86-64 CPU emulates fastest under TCG:
+# with "max", glibc and Python pick AVX2 code paths that TCG runs slowly.
+LAB_CPU=${LAB_CPU:-qemu64}
 
 if [[ $# -gt 0 ]]; then
   VMS=("$@")
@@ -61,7 +64,7 @@ for vm in "${VMS[@]}"; do
     -name "lab:$vm" \
     -nodefaults \
     -machine pc,accel=tcg \
-    -cpu max \
+    -cpu "$LAB_CPU" \
     -smp 1 \
     -m "$LAB_MEMORY" \
     -kernel "$IMAGE/vmlinuz" \
