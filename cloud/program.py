@@ -16,9 +16,10 @@ package provides them.
 
 from __future__ import annotations
 
+
 import importlib
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pulumi
@@ -44,6 +45,17 @@ class SiteResult:
     kubernetes_provider: k8s_provider.Provider
     addon_resources: list[pulumi.Resource] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+
+
+def time_slicing_labels(fleet: Fleet, site: Site) -> dict[str, dict[str, str]]:
+    """Accelerator -> the device-plugin config label its GPU pools carry, where a
+    model served at this site shares GPUs by time-slicing (the GPU operator
+    add-on publishes the matching configuration)."""
+    if importlib.util.find_spec("k8s.gpu_operator") is None:
+        return {}
+    from k8s.gpu_operator import device_plugin_node_labels
+
+    return device_plugin_node_labels(fleet, site)
 
 
 def cluster_name(fleet: Fleet, site: Site) -> str:
@@ -84,11 +96,15 @@ def _aws_site(fleet: Fleet, site: Site, addons: bool) -> SiteResult:
             "(without it EKS opens the public endpoint to 0.0.0.0/0); list your office or VPN ranges"
         )
     pools = []
+    sharing = time_slicing_labels(fleet, site)
     for i, pool in enumerate(cfg.node_pools):
         try:
-            pools.append(NodePoolArgs.from_config(pool, site.name, name, list(cfg.network.availability_zones)))
+            args = NodePoolArgs.from_config(pool, site.name, name, list(cfg.network.availability_zones))
         except ValueError as exc:
             raise ProgramError(f"{site.stack_file}: config.gpufleet:nodePools[{i}].{exc}") from None
+        if args.accelerator in sharing:
+            args = replace(args, labels={**args.labels, **sharing[args.accelerator]})
+        pools.append(args)
     try:
         network = Network(site.name, NetworkArgs.from_config(cfg.network), ctx)
     except ValueError as exc:

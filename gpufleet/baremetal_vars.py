@@ -8,6 +8,7 @@ the mig-parted configuration, and the NCCL fabric settings.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from gpufleet import mig
@@ -40,12 +41,17 @@ def node_taints(server: Server) -> list[str]:
 
 def host_variables(fleet: Fleet, site: Site, server: Server) -> dict[str, Any]:
     layout = [g.model_dump() for g in server.spec.mig_layout]
+    labels = node_labels(site, server)
+    if server.spec.accelerator and importlib.util.find_spec("k8s.gpu_operator") is not None:
+        from k8s.gpu_operator import device_plugin_node_labels
+
+        labels.update(device_plugin_node_labels(fleet, site).get(server.spec.accelerator, {}))
     out: dict[str, Any] = {
         "gpufleet_fleet": fleet.name,
         "gpufleet_kubernetes_version": site.kubernetes_version,
         "gpufleet_api_endpoint": site.spec.api_endpoint,
         "gpufleet_pod_cidr": site.spec.pod_cidr,
-        "gpufleet_node_labels": node_labels(site, server),
+        "gpufleet_node_labels": labels,
         "gpufleet_node_taints": node_taints(server),
     }
     if server.spec.accelerator:

@@ -264,6 +264,8 @@ class _Reader:
             if hvars is not None and not isinstance(hvars, dict):
                 self.problems.append(Problem(file, f"{where}.hosts.{pattern}", "host variables must be a mapping"))
                 continue
+            if hvars:
+                hvars = self._text_keys(hvars, file, f"{where}.hosts.{pattern}")
             try:
                 names = _expand(str(pattern))
             except ValueError as exc:
@@ -280,7 +282,7 @@ class _Reader:
         if not isinstance(gvars, dict):
             self.problems.append(Problem(file, f"{where}.vars", "must be a mapping"))
             return
-        for key, value in gvars.items():
+        for key, value in self._text_keys(gvars, file, f"{where}.vars").items():
             if key == "ansible_group_priority":
                 try:
                     group.priority = int(value)
@@ -338,7 +340,16 @@ class _Reader:
             self.problems.append(Problem(display, "", f"a variables file must be a mapping, not {type(data).__name__}"))
             self.broken = True
             return {}
-        return data
+        return self._text_keys(data, display, "")
+
+    def _text_keys(self, data: dict, file: str, where: str) -> dict:
+        """Variables named by anything but text (``1: x``, ``[a]: x``) are refused, as Ansible does."""
+        if all(isinstance(k, str) for k in data):
+            return data
+        for k in data:
+            if not isinstance(k, str):
+                self.problems.append(Problem(file, f"{where}.{k}" if where else str(k), f"a variable name must be text, not {type(k).__name__}"))
+        return {k: v for k, v in data.items() if isinstance(k, str)}
 
 
 def _depths(groups: dict[str, Group]) -> None:

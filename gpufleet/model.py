@@ -223,10 +223,9 @@ def replica_memory_gib(model: ServedModel) -> float:
     p = model.placement
     if p.mig_profile:
         prof = mig.MIG_PROFILES.get(p.accelerator, {}).get(p.mig_profile)
-        total = float(prof.memory_gib) if prof else 0.0
-    else:
-        total = ACCELERATORS[p.accelerator].memory_gib * p.gpus
-    return total * GPU_MEMORY_UTILIZATION
+        return (float(prof.memory_gib) if prof else 0.0) * GPU_MEMORY_UTILIZATION
+    # Replicas time-sliced onto one GPU share its memory as well as its cores.
+    return ACCELERATORS[p.accelerator].memory_gib * p.gpus * GPU_MEMORY_UTILIZATION / (model.time_slicing or 1)
 
 
 _TYPE_ERRORS = ("string_type", "int_type", "int_parsing", "float_type", "float_parsing", "bool_type", "bool_parsing", "list_type", "dict_type")

@@ -174,6 +174,8 @@ class ClusterConfig(Camel):
 
     @model_validator(mode="after")
     def _public(self) -> ClusterConfig:
+        if self.endpoint_access == "public-and-private" and not self.public_access_cidrs:
+            raise ValueError("endpointAccess public-and-private needs publicAccessCidrs (without them EKS opens the public endpoint to 0.0.0.0/0)")
         if self.endpoint_access == "private" and self.public_access_cidrs:
             raise ValueError("publicAccessCidrs needs endpointAccess: public-and-private")
         if "0.0.0.0/0" in self.public_access_cidrs:
@@ -218,6 +220,8 @@ class NodePool(Camel):
         elif self.capacity_reservation_id:
             raise ValueError("capacityReservationId is only for capacityType reserved or capacity-block")
         if self.efa:
+            if self.availability_zones is not None and len(self.availability_zones) != 1:
+                raise ValueError("an EFA pool sits in one cluster placement group, in one availability zone: list exactly one in availabilityZones")
             no_efa = [t for t in self.instance_types if INSTANCE_TYPES[t].efa_interfaces == 0]
             if no_efa:
                 raise ValueError(f"efa: true, but {', '.join(no_efa)} does not support EFA")

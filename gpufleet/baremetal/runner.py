@@ -177,6 +177,7 @@ def run_playbook(
         "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
         "ANSIBLE_CONFIG": os.environ.get("ANSIBLE_CONFIG", str(REPO / "ansible.cfg")),
         "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOLOR": "1",
     }
     progress = Progress(console, hosts)
     forks = max(1, min(50, len(hosts)))

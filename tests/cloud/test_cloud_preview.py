@@ -120,7 +120,7 @@ def test_program_error_comes_back_as_one_line(tmp_path):
     shutil.copytree(REPO / "inventory", tmp_path / "inventory")
     stack = tmp_path / "stacks" / "Pulumi.aws-use1.yaml"
     stack.write_text(stack.read_text().replace('kubernetesVersion: "1.33"', 'kubernetesVersion: "1.30"'))
-    with pytest.raises(RuntimeError, match=r"^aws-use1: offline Pulumi preview failed: .*Pulumi\.aws-use1\.yaml: config\.gpufleet:cluster\.kubernetesVersion: no EKS add-on versions"):
+    with pytest.raises(RuntimeError, match=r"^aws-use1: offline Pulumi preview failed: .*Pulumi\.aws-use1\.yaml: config\.gpufleet:cluster\.kubernetesVersion: Kubernetes 1\.30 has no pinned EKS add-on versions"):
         preview_site(str(tmp_path / "stacks" / "fleet.yaml"), "aws-use1")
 
 

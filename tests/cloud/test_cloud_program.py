@@ -11,6 +11,7 @@ from cloud import versions
 from cloud.network import plan_subnets
 from cloud.program import ProgramError
 from gpufleet.catalog import INSTANCE_TYPES
+from gpufleet.errors import FleetError
 from pulumi_harness import EXAMPLE, plain, provider_ref_matches, run_site
 
 AWS_SITES = ["aws-euc1", "aws-use1"]
@@ -146,7 +147,8 @@ def test_managed_addons_use_the_pinned_versions(example_runs):
 
 def test_kubernetes_version_without_pinned_addons_is_refused_clearly(fleet_copy):
     fleet_copy.edit_config("aws-use1", "gpufleet:cluster", lambda c: {**c, "kubernetesVersion": "1.29"})
-    with pytest.raises(ProgramError, match=r"Pulumi\.aws-use1\.yaml: config\.gpufleet:cluster\.kubernetesVersion: no EKS add-on versions are pinned for Kubernetes 1\.29"):
+    # Refused by the model (so `gpufleet validate` reports it) before the program runs.
+    with pytest.raises(FleetError, match=r"Pulumi\.aws-use1\.yaml: config\.gpufleet:cluster\.kubernetesVersion: Kubernetes 1\.29 has no pinned EKS add-on versions"):
         run_site(fleet_copy.fleet, "aws-use1")
 
 
@@ -228,7 +230,7 @@ def test_efa_pool_across_two_zones_is_refused_clearly(fleet_copy):
         return ps
 
     fleet_copy.edit_config("aws-euc1", "gpufleet:nodePools", pools)
-    with pytest.raises(ProgramError, match=r"config\.gpufleet:nodePools\[2\]\.availabilityZones: an EFA pool .* list exactly one"):
+    with pytest.raises(FleetError, match=r"config\.gpufleet:nodePools\[2\]: an EFA pool .* list exactly one in availabilityZones"):
         run_site(fleet_copy.fleet, "aws-euc1")
 
 
@@ -389,7 +391,7 @@ def test_real_addons_go_through_the_sites_own_provider(site):
 
 def test_public_endpoint_without_cidrs_is_refused(fleet_copy):
     fleet_copy.edit_config("aws-use1", "gpufleet:cluster", lambda c: {**c, "endpointAccess": "public-and-private"})
-    with pytest.raises(ProgramError, match=r"config\.gpufleet:cluster\.publicAccessCidrs: required with endpointAccess public-and-private"):
+    with pytest.raises(FleetError, match=r"config\.gpufleet:cluster: endpointAccess public-and-private needs publicAccessCidrs"):
         run_site(fleet_copy.fleet, "aws-use1")
 
 
@@ -424,3 +426,11 @@ def test_entry_point_reports_an_unknown_stack_in_one_line():
     pulumi.runtime.set_mocks(make_mocks(), project="gpufleet", stack="aws-usw2", preview=False)
     with pytest.raises(pulumi.RunError, match=r"^stack 'aws-usw2': no site of that name in the fleet \(sites: fra-hub, dc-fra, aws-euc1, aws-use1\)$"):
         runpy.run_path(str(EXAMPLE.parent.parent / "__main__.py"))
+
+
+def test_time_sliced_pool_selects_its_device_plugin_config(example_runs):
+    """aws-use1 serves a model two-to-a-GPU on L4: that pool's nodes carry the label
+    that points the device plugin at the time-slicing config; other pools do not."""
+    labels = {plain(g["inputs"])["labels"]["gpufleet.io/pool"]: plain(g["inputs"])["labels"] for g in example_runs["aws-use1"].of_type(NG)}
+    assert labels["serving-l4"]["nvidia.com/device-plugin.config"] == "l4-time-sliced"
+    assert all("nvidia.com/device-plugin.config" not in v for pool, v in labels.items() if pool != "serving-l4")

@@ -109,10 +109,11 @@ def test_time_slicing_where_a_served_model_asks_for_it(bundles, fleet):
 
 def test_time_slicing_takes_the_largest_ask_per_accelerator(fleet_variant):
     def edit(data):
-        data["models"][0]["time_slicing"] = 2  # l40s, at aws-euc1, aws-use1, dc-fra
+        # l40s, at aws-euc1, aws-use1, dc-fra; two time-sliced replicas share a GPU's memory, so the KV cache shrinks
+        data["models"][0].update(time_slicing=2, kv_cache_gib=8)
 
     variant = fleet_variant(edit)
-    assert gpu_operator.time_slicing_configs(variant, variant.site("aws-use1")) == {"l4-time-sliced": 1, "l40s-time-sliced": 2}
+    assert gpu_operator.time_slicing_configs(variant, variant.site("aws-use1")) == {"l4-time-sliced": 2, "l40s-time-sliced": 2}
     assert gpu_operator.time_slicing_configs(variant, variant.site("dc-fra")) == {"l40s-time-sliced": 2}
 
 
