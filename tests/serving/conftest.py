@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
+# LiteLLM reads this at import: use the price map it ships, never fetch one.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
 import shutil
 from collections.abc import Callable
 from pathlib import Path
