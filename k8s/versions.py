@@ -54,3 +54,11 @@ TRAINER_IMAGE = ("ghcr.io", "kubeflow/trainer/trainer-controller-manager", "v2.3
 TRAINER_API = "trainer.kubeflow.org/v1alpha1"
 # The training container of the runtimes; a TrainJob may set its own image.
 PYTORCH_IMAGE = "pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime"
+
+# ===================================================== monitoring (k8s/monitoring)
+
+# --- kube-prometheus-stack: the CRDs the tests validate against come from this
+# exact release (prometheus-operator v0.93.1).
+KUBE_PROMETHEUS_STACK_CHART = "kube-prometheus-stack"
+KUBE_PROMETHEUS_STACK_REPOSITORY = "https://prometheus-community.github.io/helm-charts"
+KUBE_PROMETHEUS_STACK_VERSION = "88.5.3"

@@ -11,15 +11,16 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from k8s import versions
+
 CONFIG: dict[str, Any] = {
     # --- kube-prometheus-stack -------------------------------------------------
     "chart": {
         "release": "kube-prometheus-stack",
-        "chart": "kube-prometheus-stack",
-        "repository": "https://prometheus-community.github.io/helm-charts",
-        # The CRDs the tests validate against come from this exact release
-        # (../shared/upstream/crds, prometheus-operator v0.93.1).
-        "version": "88.5.3",
+        # The pin lives with every other chart version, in k8s/versions.py.
+        "chart": versions.KUBE_PROMETHEUS_STACK_CHART,
+        "repository": versions.KUBE_PROMETHEUS_STACK_REPOSITORY,
+        "version": versions.KUBE_PROMETHEUS_STACK_VERSION,
         "namespace": "monitoring",
     },
     # Retention and disk per Prometheus. The hub keeps every site's series.
