@@ -82,13 +82,32 @@ def _site_plan(fleet: Fleet, site: Site) -> dict[str, Any]:
     return entry
 
 
-def dispatch_steps(fleet: Fleet, queue) -> list[dict[str, Any]]:
-    steps = []
-    for i, name in enumerate(queue.sites, start=1):
-        site = fleet.site(name)
-        cap = site.gpu_capacity()
-        steps.append({"order": i, "site": name, "kind": site.kind, "gpus": {a: cap[a] for a in sorted(queue.quota)}})
-    return steps
+def _queues(fleet: Fleet) -> list[dict[str, Any]]:
+    """Per queue: the MultiKueue dispatch order, the GPUs behind each step and
+    the share of the queue's quota Kueue is given there (the same computation
+    the Kueue add-on renders)."""
+    from k8s.multikueue import dispatch_plan
+
+    out = []
+    for q in dispatch_plan(fleet):
+        out.append(
+            {
+                "name": q["name"],
+                "team": q["team"],
+                "namespace": q["namespace"],
+                "priority": q["priority"],
+                "data_class": q["data_class"],
+                "quota": dict(sorted(q["quota"].items())),
+                "borrowing_limit": dict(sorted(q["borrowing_limit"].items())),
+                "reordered": q["reordered"],
+                "unplaced": q["unplaced"],
+                "dispatch": [
+                    {"order": st["step"], "site": st["site"], "kind": st["kind"], "gpus": dict(sorted(st["gpus"].items())), "quota": dict(sorted(st["quota"].items()))}
+                    for st in q["steps"]
+                ],
+            }
+        )
+    return out
 
 
 def build_plan(fleet: Fleet) -> dict[str, Any]:
@@ -96,20 +115,7 @@ def build_plan(fleet: Fleet) -> dict[str, Any]:
     for site in fleet.sites:
         for a, n in site.gpu_capacity().items():
             total[a] = total.get(a, 0) + n
-    queues = []
-    for ref in fleet.queues:
-        q = ref.queue
-        queues.append(
-            {
-                "name": q.name,
-                "team": ref.team.name,
-                "namespace": ref.namespace,
-                "priority": q.priority,
-                "data_class": q.data_class,
-                "quota": dict(sorted(q.quota.items())),
-                "dispatch": dispatch_steps(fleet, q),
-            }
-        )
+    queues = _queues(fleet)
     models = []
     for m in fleet.models:
         p = m.placement

@@ -41,11 +41,11 @@ def print_table(plan: dict[str, Any], console: Console) -> None:
         sites.add_row(s["name"], kind, where, _gpus(s["whole_gpus"]), _mig(s["mig_slices"]), pools, "\n".join(s["models"]) or "-")
     console.print(sites)
 
-    queues = Table(title="Training queues (MultiKueue dispatch order)", title_justify="left", show_lines=True)
+    queues = Table(title="Training queues (MultiKueue dispatch order: on-prem first, cloud burst after)", title_justify="left", show_lines=True)
     for col in ("queue", "team", "priority", "data class", "quota", "dispatch order (GPUs behind each step)"):
         queues.add_column(col)
     for q in plan["queues"]:
-        order = " -> ".join(f"{d['order']}. {d['site']} ({_gpus(d['gpus'])})" for d in q["dispatch"])
+        order = " -> ".join(f"{d['order']}. {d['site']} (quota {_gpus(d['quota'])} of {_gpus(d['gpus'])})" for d in q["dispatch"])
         queues.add_row(q["name"], q["team"], str(q["priority"]), q["data_class"] or "-", _gpus(q["quota"]), order)
     console.print(queues)
 
@@ -98,7 +98,7 @@ def to_markdown(plan: dict[str, Any]) -> str:
         out.append(f"| `{s['name']}` | {kind} | {s.get('region') or s.get('location', '')} | {_gpus(s['whole_gpus'])} | {_mig(s['mig_slices'])} | {pools} | {', '.join(s['models']) or '-'} |")
     out += ["", "### Training queues", "", "| queue | team | priority | data class | quota | dispatch order |", "|---|---|---|---|---|---|"]
     for q in plan["queues"]:
-        order = " → ".join(f"{d['site']} ({_gpus(d['gpus'])})" for d in q["dispatch"])
+        order = " → ".join(f"{d['site']} (quota {_gpus(d['quota'])} of {_gpus(d['gpus'])})" for d in q["dispatch"])
         out.append(f"| `{q['name']}` | {q['team']} | {q['priority']} | {q['data_class'] or '-'} | {_gpus(q['quota'])} | {order} |")
     out += ["", "### Served models", "", "| model | quantization | placement per replica | memory need / offered (GiB) | sites | replicas per site |", "|---|---|---|---|---|---|"]
     for m in plan["models"]:

@@ -55,7 +55,7 @@ def test_plan_table_shows_sites_queues_models() -> None:
     out = r.stdout
     for text in ("dc-fra", "aws-euc1", "aws-use1", "fra-hub", "research-train", "clinical-train", "clinical-notes-8b", "2g.20gb", "p5.48xlarge"):
         assert text in out
-    assert "1. dc-fra (28 x h100-80gb) -> 2. aws-euc1 (32 x h100-80gb)" in out
+    assert "1. dc-fra (quota 16 x h100-80gb of 28 x h100-80gb)" in out
 
 
 def test_plan_json_is_stable_and_complete() -> None:
@@ -70,6 +70,10 @@ def test_plan_json_is_stable_and_complete() -> None:
     assert [p["name"] for p in sites["aws-euc1"]["node_pools"]] == ["system", "serving-l40s", "train-h100"]
     queues = {q["name"]: q for q in plan["queues"]}
     assert [d["site"] for d in queues["research-train"]["dispatch"]] == ["dc-fra", "aws-euc1"]
+    # Each step gets the share of the quota its GPUs can hold: the higher-priority clinical queue
+    # takes 16 of dc-fra's 28 H100s, research gets the other 12 there and bursts the rest to the cloud.
+    assert [d["quota"] for d in queues["research-train"]["dispatch"]] == [{"h100-80gb": 12}, {"h100-80gb": 28}]
+    assert queues["research-train"]["unplaced"] == {}
     assert [d["site"] for d in queues["clinical-train"]["dispatch"]] == ["dc-fra"]
     models = {m["name"]: m for m in plan["models"]}
     assert models["clinical-notes-8b"]["placement"]["mig_profile"] == "2g.20gb"
@@ -84,7 +88,7 @@ def test_plan_markdown_is_a_pull_request_comment() -> None:
     assert "```mermaid\nflowchart LR" in md
     assert 'fra_hub -- "research-train #1" --> dc_fra' in md
     assert 'fra_hub -- "research-train #2" --> aws_euc1' in md
-    assert "| `research-train` | research | 100 | - | 40 x h100-80gb | dc-fra (28 x h100-80gb) → aws-euc1 (32 x h100-80gb) |" in md
+    assert "| `research-train` | research | 100 | - | 40 x h100-80gb | dc-fra (quota 12 x h100-80gb of 28 x h100-80gb) → aws-euc1 (quota 28 x h100-80gb of 32 x h100-80gb) |" in md
 
 
 def test_bad_format_is_a_usage_error() -> None:
