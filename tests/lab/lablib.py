@@ -181,7 +181,10 @@ def run_playbook(
     book = Path(playbook) if Path(playbook).is_absolute() else REPO / "baremetal" / playbook
     if not book.exists():
         raise LabError(f"{book.relative_to(REPO)}: playbook not found")
-    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(book), *(extra_args or [])]
+    # All lab VMs in one batch: the plays that may reboot run in rolling
+    # batches (serial) on a real site, which only makes the lab slower.
+    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(book),
+           "-e", "gpufleet_rolling_batch=100%", *(extra_args or [])]
     log(f"{label}: {' '.join(cmd[1:])}")
     start = time.monotonic()
     with open(log_file, "w", encoding="utf-8") as fh:
@@ -237,7 +240,8 @@ def run_testinfra(inventory: Path, hosts: str = "ansible://all", label: str = "t
         str(REPO / "tests" / "infra"),
         f"--hosts={hosts}",
         f"--ansible-inventory={inventory / 'hosts.yml'}",
-        "--force-ansible",
+        # one worker per host: the hosts answer slowly, not the test code
+        "-n", os.environ.get("LAB_INFRA_WORKERS", "2"),
         f"--junitxml={junit}",
     ]
     env = _env()

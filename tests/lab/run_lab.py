@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 if s.name == exc.step.name:
                     steps[i] = exc.step
         print(f"lab: {exc}", file=sys.stderr)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         ok = False
         print("lab: interrupted", file=sys.stderr)
     finally:
