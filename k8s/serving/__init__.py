@@ -23,7 +23,7 @@ from typing import Any
 from gpufleet.errors import FleetError, Problem, did_you_mean
 from gpufleet.model import Fleet, Site
 from k8s.core import AddonBundle, Chart
-from k8s.serving import versions
+from k8s import versions
 from k8s.serving.config import CONFIG, merged
 from k8s.serving.gateway import build_gateway, feedback_policy, litellm_config
 from k8s.serving.vllm import FLEET_FILE, VLLM_QUANTIZATION, build_model, layout, namespaces

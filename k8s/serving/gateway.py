@@ -18,7 +18,7 @@ import yaml
 from gpufleet.errors import FleetError, Problem
 from gpufleet.model import Fleet, Site
 from gpufleet.schema import ServedModel
-from k8s.serving import versions
+from k8s import versions
 from k8s.serving.vllm import FLEET_FILE, SITE_LABEL, service_host
 
 PLUGIN_FILE = Path(__file__).with_name("gpufleet_gateway.py")

@@ -16,7 +16,7 @@ from typing import Any
 from gpufleet.errors import FleetError, Problem
 from gpufleet.model import Fleet, Site, model_weights_gib
 from gpufleet.schema import ServedModel
-from k8s.serving import versions
+from k8s import versions
 
 FLEET_FILE = "stacks/fleet.yaml"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from k8s.serving import versions
+from k8s import versions
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,8 @@ import pytest
 
 from gpufleet.errors import FleetError
 from gpufleet.model import Fleet
-from k8s.serving import VLLM_QUANTIZATION, build, versions
+from k8s import versions
+from k8s.serving import VLLM_QUANTIZATION, build
 from k8s.serving.vllm import workload_name
 from tests.schemas import assert_valid, validate_object
 from tests.serving.conftest import model_entry
