@@ -57,7 +57,7 @@ def _adapter_chart(cfg: dict[str, Any]) -> Chart:
         chart=versions.PROMETHEUS_ADAPTER_CHART,
         repository=versions.PROMETHEUS_ADAPTER_REPOSITORY,
         version=versions.PROMETHEUS_ADAPTER_CHART_VERSION,
-        namespace=p["adapter_namespace"],
+        namespace=p["namespace"],
         values={
             "prometheus": {"url": p["url"], "port": p["port"]},
             "rules": {

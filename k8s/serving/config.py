@@ -52,7 +52,7 @@ CONFIG: dict[str, Any] = {
         # kube-prometheus-stack, namespace monitoring).
         "url": "http://kube-prometheus-stack-prometheus.monitoring.svc",
         "port": 9090,
-        "adapter_namespace": "monitoring",
+        "namespace": "monitoring",  # kube-prometheus-stack and prometheus-adapter
     },
     # --- the gateway (LiteLLM proxy) and its response cache -------------------
     "gateway": {

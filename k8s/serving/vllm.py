@@ -400,8 +400,36 @@ def namespaces(fleet: Fleet, site: Site, models: list[ServedModel], cfg: dict[st
         allowed = fleet.allowed_sites(dc) or []
         if site.name not in allowed:
             raise FleetError([Problem(FLEET_FILE, "residency", f"data class '{dc}' may only be at {', '.join(allowed) or 'no site'}; it cannot be served at '{site.name}'")])
-        out.append(_namespace(cfg["regulated_namespace"].format(data_class=dc), {DATA_CLASS_LABEL: dc, SITE_LABEL: site.name}))
+        ns = cfg["regulated_namespace"].format(data_class=dc)
+        out.append(_namespace(ns, {DATA_CLASS_LABEL: dc, SITE_LABEL: site.name}))
+        out.append(_regulated_ingress(ns, cfg))
     return out
+
+
+def _regulated_ingress(ns: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Who may reach models that hold regulated data: the site's gateway, its
+    Prometheus (metrics), and the namespace's own pods (a group's Ray traffic)."""
+    def from_ns(name: str, pods: dict[str, str] | None = None) -> dict[str, Any]:
+        peer: dict[str, Any] = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
+        if pods:
+            peer["podSelector"] = {"matchLabels": pods}
+        return peer
+
+    http = [{"port": "http", "protocol": "TCP"}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "vllm-ingress", "namespace": ns, "labels": {"app.kubernetes.io/part-of": "gpufleet", "app.kubernetes.io/managed-by": "gpufleet"}},
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [from_ns(cfg["namespace"], {"app.kubernetes.io/name": cfg["gateway"]["name"]})], "ports": http},
+                {"from": [from_ns(cfg["prometheus"]["namespace"])], "ports": http},
+                {"from": [{"podSelector": {}}]},
+            ],
+        },
+    }
 
 
 def _namespace(name: str, extra: dict[str, str]) -> dict[str, Any]:

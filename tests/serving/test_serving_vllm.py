@@ -222,3 +222,16 @@ def test_unknown_site_is_a_one_line_problem(fleet):
     with pytest.raises(FleetError) as exc:
         build(fleet, "dc-fr")
     assert str(exc.value) == "stacks/fleet.yaml: sites: unknown site 'dc-fr' (did you mean 'dc-fra'?); sites: fra-hub, dc-fra, aws-euc1, aws-use1"
+
+
+def test_only_the_gateway_and_monitoring_reach_the_regulated_models(fleet):
+    objs = objects(fleet, "dc-fra")
+    ns = find(objs, "Deployment", "vllm-clinical-notes-8b")["metadata"]["namespace"]
+    pols = [o for o in objs if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == ns]
+    assert len(pols) == 1 and pols[0]["spec"]["podSelector"] == {} and pols[0]["spec"]["policyTypes"] == ["Ingress"]
+    peers = [r["from"][0] for r in pols[0]["spec"]["ingress"]]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "llm-serving"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "llm-gateway"}}} in peers
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in peers
+    # Unregulated models have no such restriction.
+    assert not [o for o in objs if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == "llm-serving" and o["metadata"]["name"] == "vllm-ingress"]
