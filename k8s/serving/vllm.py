@@ -86,9 +86,10 @@ def layout(model: ServedModel, site: Site, where: str = "") -> Layout:
         raise FleetError([Problem(FLEET_FILE, where, f"site '{site.name}' has no node with whole {p.accelerator} GPUs to serve '{model.name}'")])
     if p.gpus <= per_node:
         return Layout(p.gpus, 1)
-    # Largest tensor-parallel size a node holds that divides the replica's GPUs;
-    # the rest is pipeline parallel across nodes.
-    tp = max(d for d in range(1, per_node + 1) if p.gpus % d == 0)
+    # Largest power-of-two tensor-parallel size a node holds that divides the
+    # replica's GPUs (attention heads split evenly only by powers of two in
+    # common models); the rest is pipeline parallel across nodes.
+    tp = max(d for d in range(1, per_node + 1) if p.gpus % d == 0 and d & (d - 1) == 0)
     return Layout(tp, p.gpus // tp)
 
 
@@ -222,8 +223,12 @@ def _security() -> dict[str, Any]:
 def _pod_spec(model: ServedModel, site: Site, lay: Layout, cfg: dict[str, Any], container: dict[str, Any]) -> dict[str, Any]:
     volumes, mounts = _volumes(model, lay, cfg)
     container = {**container, "volumeMounts": mounts, "securityContext": _security()}
+    selector = {ACCELERATOR_LABEL: model.placement.accelerator, SITE_LABEL: site.name}
+    if model.time_slicing and not lay.mig_profile:
+        # The nodes whose device plugin shares each GPU (the GPU operator add-on labels them).
+        selector.update(cfg.get("_time_slicing_labels", {}).get(model.placement.accelerator, {}))
     return {
-        "nodeSelector": {ACCELERATOR_LABEL: model.placement.accelerator, SITE_LABEL: site.name},
+        "nodeSelector": selector,
         "tolerations": _tolerations(model, site),
         "terminationGracePeriodSeconds": 120,
         "enableServiceLinks": False,

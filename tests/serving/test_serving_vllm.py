@@ -132,8 +132,14 @@ def test_time_sliced_replicas_share_the_gpu_memory(edited_fleet):
         model_entry(data, "llama-3-1-8b-instruct")["time_slicing"] = 2
 
     f = edited_fleet(edit)
-    args = server(find(objects(f, "aws-use1"), "Deployment", "vllm-llama-3-1-8b-instruct"))["args"]
-    assert flag(args, "--gpu-memory-utilization") == "0.45"
+    dep = find(objects(f, "aws-use1"), "Deployment", "vllm-llama-3-1-8b-instruct")
+    assert flag(server(dep)["args"], "--gpu-memory-utilization") == "0.45"
+    # It lands on the nodes whose device plugin shares each GPU two ways.
+    from k8s import gpu_operator
+
+    label = gpu_operator.device_plugin_node_labels(f, f.site("aws-use1"))["l4"]
+    assert label.items() <= dep["spec"]["template"]["spec"]["nodeSelector"].items()
+    assert gpu_operator.time_slicing_configs(f, f.site("aws-use1"))[next(iter(label.values()))] == 2
 
 
 def test_model_flags_follow_the_fleet_description(edited_fleet):
@@ -235,3 +241,16 @@ def test_only_the_gateway_and_monitoring_reach_the_regulated_models(fleet):
     assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in peers
     # Unregulated models have no such restriction.
     assert not [o for o in objs if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == "llm-serving" and o["metadata"]["name"] == "vllm-ingress"]
+
+
+def test_group_layout_splits_a_replica_into_power_of_two_tensor_parallel_pods(fleet):
+    from k8s.serving import layout
+
+    site = fleet.site("dc-fra")  # L40S servers with 4 GPUs each
+    base = next(m for m in fleet.models if m.name == "llama-3-1-70b-instruct")
+    cases = {4: (4, 1), 8: (4, 2), 12: (4, 3), 6: (2, 3), 5: (1, 5)}
+    for gpus, want in cases.items():
+        m = base.model_copy(update={"placement": base.placement.model_copy(update={"gpus": gpus})})
+        lay = layout(m, site)
+        assert (lay.tensor_parallel, lay.pipeline_parallel) == want, gpus
+        assert lay.tensor_parallel * lay.pipeline_parallel == gpus
