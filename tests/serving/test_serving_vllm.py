@@ -254,3 +254,15 @@ def test_group_layout_splits_a_replica_into_power_of_two_tensor_parallel_pods(fl
         lay = layout(m, site)
         assert (lay.tensor_parallel, lay.pipeline_parallel) == want, gpus
         assert lay.tensor_parallel * lay.pipeline_parallel == gpus
+
+
+@pytest.mark.parametrize(("quantization", "flag_value"), [("gptq", "gptq_marlin"), ("int8", "compressed-tensors"), ("fp8", "fp8"), ("none", None)])
+def test_each_quantization_maps_to_vllms_method(edited_fleet, quantization, flag_value):
+    def edit(data):
+        m = model_entry(data, "llama-3-1-70b-instruct")
+        m["quantization"] = quantization
+        m["kv_cache_gib"] = 20  # so that 16-bit weights fit 4 x L40S too
+
+    f = edited_fleet(edit)
+    args = server(find(objects(f, "aws-euc1"), "Deployment", "vllm-llama-3-1-70b-instruct"))["args"]
+    assert flag(args, "--quantization") == flag_value
