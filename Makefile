@@ -53,5 +53,10 @@ lab-clean:
 	./tests/lab/down.sh
 	rm -rf .lab
 
+# Scale benchmark (not a test): gpufleet validate on generated fleets of 5,000 and
+# 10,000 GPU servers beside ansible-inventory --list; figures in tests/scale/RESULTS.md.
+bench: env-dev
+	$(VENV)/bin/python tests/scale/bench.py --sizes 0.5,1 --repeat 3 --ansible per-dc
+
 clean:
 	rm -rf out .pytest_cache .hypothesis
