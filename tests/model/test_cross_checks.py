@@ -324,6 +324,15 @@ def test_model_on_mig_needs_partitioned_gpus(fleet):
     assert fleet.problems() == [f"{F}: models[2].sites[0]: site 'dc-fra' has no h100-80gb GPU partitioned with MIG profile 2g.20gb"]
 
 
+def test_time_sliced_replicas_share_gpu_memory(fleet):
+    """Two 4-bit 8B replicas fit on one L4 together; four do not."""
+    assert fleet.problems() == []
+    fleet.edit(F, lambda d: d["models"][1].update(time_slicing=4))
+    assert fleet.problems() == [
+        f"{F}: models[1].placement: does not fit: 3.7 GiB of weights (8B at awq) + 4 GiB KV cache + 1 GiB runtime = 8.7 GiB, but 1 x l4 offers 5.1 GiB at 90% utilisation"
+    ]
+
+
 def test_time_slicing_on_mig(fleet):
     fleet.edit(F, lambda d: d["models"][2].update(time_slicing=2))
     assert fleet.problems() == [f"{F}: models[2].time_slicing: time-slicing applies to whole GPUs, not MIG slices"]
@@ -411,12 +420,30 @@ def _pool(fleet, index, **changes):
         ({"capacityType": "reserved"}, "capacityType reserved needs capacityReservationId"),
         ({"capacityType": "capacity-block", "capacityReservationId": "cr-0a1b2c3d4e5f60718"}, "a reservation is for one instance type: list exactly one"),
         ({"capacityReservationId": "cr-0a1b2c3d4e5f60718"}, "capacityReservationId is only for capacityType reserved or capacity-block"),
+        (
+            {"instanceTypes": ["p5.48xlarge"], "efa": True, "availabilityZones": ["us-east-1a", "us-east-1b"]},
+            "an EFA pool sits in one cluster placement group, in one availability zone: list exactly one in availabilityZones",
+        ),
     ],
-    ids=["min-gt-max", "mixed-accelerators", "mixed-gpu-counts", "efa-unsupported", "reservation-without-id", "reservation-two-types", "id-without-reservation"],
+    ids=["min-gt-max", "mixed-accelerators", "mixed-gpu-counts", "efa-unsupported", "reservation-without-id", "reservation-two-types", "id-without-reservation", "efa-multi-zone"],
 )
 def test_node_pool_rules(fleet, changes, message):
     _pool(fleet, 2, **changes)
     assert fleet.problems() == [f"{USE1}: config.gpufleet:nodePools[2]: {message}"]
+
+
+@pytest.mark.parametrize(
+    "cluster, message",
+    [
+        ({"endpointAccess": "public-and-private"}, "endpointAccess public-and-private needs publicAccessCidrs (without them EKS opens the public endpoint to 0.0.0.0/0)"),
+        ({"publicAccessCidrs": ["192.0.2.0/24"]}, "publicAccessCidrs needs endpointAccess: public-and-private"),
+        ({"endpointAccess": "public-and-private", "publicAccessCidrs": ["0.0.0.0/0"]}, "publicAccessCidrs must not include 0.0.0.0/0; list your office or VPN ranges"),
+    ],
+    ids=["public-without-cidrs", "cidrs-without-public", "public-to-world"],
+)
+def test_cluster_endpoint_rules(fleet, cluster, message):
+    fleet.edit(USE1, lambda d: d["config"]["gpufleet:cluster"].update(cluster))
+    assert fleet.problems() == [f"{USE1}: config.gpufleet:cluster: {message}"]
 
 
 def test_efa_supported_on_p5(fleet):
