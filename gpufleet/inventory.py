@@ -151,10 +151,14 @@ def load_yaml(path: Path, display: str, problems: list[Problem]) -> Any:
         return None
 
 
-def _expand(pattern: str) -> list[str]:
+MAX_RANGE_HOSTS = 100_000  # one host pattern; more is a typo in the bounds, not a data centre
+
+
+def _expand(pattern: str, limit: int = MAX_RANGE_HOSTS) -> list[str]:
     """Expand Ansible host ranges: ``[beg:end]`` or ``[beg:end:step]``, numeric or letters.
 
-    Raises ValueError with Ansible's reason when a range is malformed.
+    Raises ValueError with Ansible's reason when a range is malformed, or when
+    the pattern would name more than MAX_RANGE_HOSTS hosts.
     """
     if "[" not in pattern:
         return [pattern]
@@ -178,10 +182,16 @@ def _expand(pattern: str) -> list[str]:
             raise ValueError("host range must have begin <= end")
         seq: list[str] = list(letters[letters.index(beg) : letters.index(end) + 1 : int(step)])
     elif beg.isdigit() and end.isdigit():
-        seq = [str(i).zfill(width) for i in range(int(beg), int(end) + 1, int(step))]
+        numbers = range(int(beg), int(end) + 1, int(step))
+        if len(numbers) > limit:
+            raise ValueError(f"host pattern names more than {MAX_RANGE_HOSTS} hosts; check the range bounds")
+        seq = [str(i).zfill(width) for i in numbers]
     else:
         raise ValueError(f"host range bounds must both be numbers or both single letters, not '{beg}' and '{end}'")
-    return [h for item in seq for h in _expand(f"{head}{item}{tail}")]
+    if not seq:
+        return []
+    inner = limit // len(seq)
+    return [h for item in seq for h in _expand(f"{head}{item}{tail}", inner)]
 
 
 def _dir_files(folder: Path) -> list[Path]:

@@ -150,6 +150,10 @@ CASES: dict[str, tuple[Callable, list[str]]] = {
         set_(f"{DC}/hosts.yml", ["all", "children", "control_plane", "hosts", "fra-cp-[4:x]"], None),
         [f"{DC}/hosts.yml: all.children.control_plane.hosts.fra-cp-[4:x]: host range bounds must both be numbers or both single letters, not '4' and 'x'"],
     ),
+    "host-range-too-large": (
+        set_(f"{DC}/hosts.yml", ["all", "children", "control_plane", "hosts", "fra-cp-[1:99999999]"], None),
+        [f"{DC}/hosts.yml: all.children.control_plane.hosts.fra-cp-[1:99999999]: host pattern names more than 100000 hosts; check the range bounds"],
+    ),
     "inventory-folder-missing": (set_(F, ["sites", 1, "inventory"], "inventory/dc-frankfurt"), ["inventory/dc-frankfurt: inventory folder not found"]),
     "group-vars-list": (text(L40S, "- gpufleet_gpu_count: 4\n"), [f"{L40S}: a variables file must be a mapping, not list"]),
     "group-vars-syntax": (text(L40S, "gpufleet_gpu_count: 4\ngpufleet_fabric_hcas: [mlx5_0\n"), [f"{L40S}: line 3, column 1: not valid YAML: did not find expected ',' or ']'"]),
