@@ -554,6 +554,8 @@ def cross_check(fleet: Fleet, fleet_file: str) -> list[Problem]:
         if len(set(q.sites)) != len(q.sites):
             problems.append(Problem(fleet_file, f"{path}.sites", "a site is listed twice"))
         _residency(fleet, q.data_class, q.sites, classes, f"{path}", "queue", problems, fleet_file)
+        if not all(s in sites for s in q.sites):
+            continue  # capacity behind a misspelt site is unknown; its own problem says so
         for acc, want in q.quota.items():
             have = sum(gpu_cap[s][acc] for s in q.sites if s in sites)
             if want > have:
