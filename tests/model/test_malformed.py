@@ -99,6 +99,18 @@ CASES: dict[str, tuple[Callable, list[str]]] = {
         ],
     ),
     "mig-placement-with-gpus": (set_(F, ["models", 2, "placement", "gpus"], 2), [f"{F}: models[2].placement: a replica on a MIG slice uses exactly one slice: leave gpus at 1"]),
+    "hub-unknown-site": (set_(F, ["hub"], "fra-hb"), [f"{F}: hub: unknown site 'fra-hb' (did you mean 'fra-hub'?)"]),
+    "queue-unknown-site": (
+        set_(F, ["teams", 1, "queues", 0, "sites"], ["dc-fr"]),
+        [
+            f"{F}: teams[1].queues[0].sites[0]: queue holds 'regulated' data, which may only be at dc-fra; 'dc-fr' is not allowed",
+            f"{F}: teams[1].queues[0].sites[0]: unknown site 'dc-fr' (did you mean 'dc-fra'?)",
+        ],
+    ),
+    "model-accelerator-unknown": (
+        set_(F, ["models", 0, "placement", "accelerator"], "l40"),
+        [f"{F}: models[0].placement.accelerator: unknown accelerator 'l40' (did you mean 'l40s'?); {ACCS}"],
+    ),
     # ------------------------------------------------------------ Pulumi stacks
     "stack-empty": (text(EUC1, ""), [f"{EUC1}: a Pulumi stack file needs a 'config' mapping"]),
     "stack-yaml-syntax": (
