@@ -7,6 +7,7 @@ with every problem found, each tied to the file and key the user must edit.
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import re
 from collections import Counter, defaultdict
@@ -322,7 +323,19 @@ def _rel(path: Path, root: Path) -> str:
 
 def load_fleet(path: str | Path = DEFAULT_FLEET) -> Fleet:
     """Load and cross-check the fleet whose fleet-wide file is ``path``."""
-    path = Path(path)
+    # Loading builds hundreds of thousands of small objects and no garbage
+    # cycles; the cyclic collector would rescan them all again and again (a
+    # third of the time on 10,000 servers, growing faster than the fleet).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load_fleet(Path(path))
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load_fleet(path: Path) -> Fleet:
     problems: list[Problem] = []
     fleet_file = str(path)
     if not path.is_file():
