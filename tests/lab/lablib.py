@@ -273,3 +273,21 @@ def clean() -> None:
     down()
     if LAB_DIR.exists():
         shutil.rmtree(LAB_DIR)
+
+
+def preflight(inventory: Path) -> tuple[list, Step]:
+    """``gpufleet baremetal preflight`` on the lab VMs (reported, not a gate:
+    the lab's "GPU" VM has no GPU, which preflight must say)."""
+    from gpufleet.baremetal.hosts import load_targets
+    from gpufleet.baremetal.preflight import run_preflight
+
+    step = Step("preflight")
+    start = time.monotonic()
+    reports = run_preflight(load_targets(inventory / "hosts.yml"), timeout=30)
+    step.seconds = round(time.monotonic() - start, 1)
+    step.status = "ran"
+    step.detail = "; ".join(
+        f"{r.host} {r.status}" + "".join(f" ({c.name}: {c.detail})" for c in r.checks if c.status != "ok")
+        for r in reports
+    )
+    return reports, step

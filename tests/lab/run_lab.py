@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     mode = "lab-full" if args.full else "lab"
     extra = ["-e", f"@{lablib.HERE / 'full-vars.yml'}"] if args.full else []
-    steps = [Step("image"), Step("boot"), Step(f"{args.playbook} run 1"),
+    steps = [Step("image"), Step("boot"), Step("preflight"), Step(f"{args.playbook} run 1"),
              Step(f"{args.playbook} run 2"), Step("testinfra"), Step("teardown")]
     runs: list[lablib.PlaybookRun] = []
     timings: dict = {"mode": mode, "vms": args.vms, "playbook": args.playbook, "started": time.time()}
@@ -89,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _, steps[0] = lablib.build_image()
         inventory, steps[1] = lablib.up(tuple(args.vms))
+        _, steps[2] = lablib.preflight(inventory)
         for i in (1, 2):
-            step = steps[1 + i]
+            step = steps[2 + i]
             run = lablib.run_playbook(args.playbook, inventory, f"{mode}-{Path(args.playbook).stem}-{i}", extra)
             runs.append(run)
             step.seconds = run.seconds
@@ -109,15 +110,15 @@ def main(argv: list[str] | None = None) -> int:
                 ok = False
         if ok and not args.no_infra:
             infra = lablib.run_testinfra(inventory)
-            steps[4].seconds = infra.seconds
-            steps[4].status = "ran" if infra.rc == 0 else "failed"
-            steps[4].detail = ", ".join(f"{n} {k}" for k, n in infra.counts.items())
+            steps[5].seconds = infra.seconds
+            steps[5].status = "ran" if infra.rc == 0 else "failed"
+            steps[5].detail = ", ".join(f"{n} {k}" for k, n in infra.counts.items())
             timings["testinfra"] = {"seconds": infra.seconds, "rc": infra.rc, "counts": infra.counts}
             ok = ok and infra.rc == 0
         elif args.no_infra:
-            steps[4].status, steps[4].detail = "skipped", "--no-infra"
+            steps[5].status, steps[5].detail = "skipped", "--no-infra"
         else:
-            steps[4].status, steps[4].detail = "skipped", "a playbook run failed"
+            steps[5].status, steps[5].detail = "skipped", "a playbook run failed"
     except LabError as exc:
         ok = False
         if exc.step is not None:
@@ -134,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
                 s.status, s.detail = "skipped", "an earlier step failed"
         td = time.monotonic()
         if args.keep:
-            steps[5].status, steps[5].detail = "skipped", "--keep: stop the VMs with tests/lab/down.sh"
+            steps[6].status, steps[6].detail = "skipped", "--keep: stop the VMs with tests/lab/down.sh"
         else:
             lablib.down()
-            steps[5].status, steps[5].seconds = "ran", round(time.monotonic() - td, 1)
+            steps[6].status, steps[6].seconds = "ran", round(time.monotonic() - td, 1)
         timings["total_seconds"] = round(time.monotonic() - t0, 1)
         timings["steps"] = {s.name: {"status": s.status, "seconds": s.seconds, "detail": s.detail} for s in steps}
         if runs:

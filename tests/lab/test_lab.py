@@ -54,6 +54,20 @@ def lab(request):
     lablib.log(f"timings in {path}")
 
 
+def test_preflight_on_the_vms(lab):
+    reports, _ = lablib.preflight(lab["inventory"])
+    by_host = {r.host: {c.name: c for c in r.checks} for r in reports}
+    assert set(by_host) == {"lab-cp-01", "lab-gpu-01"}
+    for checks in by_host.values():
+        assert checks["ssh"].status == "ok"
+        assert checks["privilege"].status == "ok"
+        assert checks["os"].status == "ok" and "Debian GNU/Linux 12" in checks["os"].detail
+    assert by_host["lab-cp-01"]["gpus"].status == "ok"
+    # The inventory says the "GPU" VM has one L40S; qemu gives it none.
+    assert by_host["lab-gpu-01"]["gpu count"].status == "fail"
+    assert "0 NVIDIA GPU(s)" in by_host["lab-gpu-01"]["gpu count"].detail
+
+
 def _run(lab, i: int) -> lablib.PlaybookRun:
     if i not in lab["runs"]:
         if i == 2 and (1 not in lab["runs"] or lab["runs"][1].rc != 0):
