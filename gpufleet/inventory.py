@@ -23,6 +23,7 @@ reported against the file the user must edit.
 from __future__ import annotations
 
 import json
+import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,6 +195,22 @@ def _expand(pattern: str, limit: int = MAX_RANGE_HOSTS) -> list[str]:
     return [h for item in seq for h in _expand(f"{head}{item}{tail}", inner)]
 
 
+_BRACKETED = re.compile(r"\[[^\]]*\]")
+_IPV6_PORT = re.compile(r"\[([0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)\](?::(\d+))?")
+_PORT = re.compile(r"(.+):(\d+)")
+
+
+def _split_port(pattern: str) -> tuple[str, int | None]:
+    """``host:2222``, ``node[1:4]:2222`` and ``[fe80::1]:2222`` name a host and its SSH port."""
+    m = _IPV6_PORT.fullmatch(pattern)
+    if m:
+        return m.group(1), int(m.group(2)) if m.group(2) else None
+    m = _PORT.fullmatch(pattern)
+    if m and ":" not in _BRACKETED.sub("", m.group(1)):
+        return m.group(1), int(m.group(2))
+    return pattern, None
+
+
 def _dir_files(folder: Path) -> list[Path]:
     """Variable files under a group_vars/host_vars folder, in the order Ansible reads them."""
     out: list[Path] = []
@@ -276,13 +293,18 @@ class _Reader:
                 continue
             if hvars:
                 hvars = self._text_keys(hvars, file, f"{where}.hosts.{pattern}")
+            host_pattern, port = _split_port(str(pattern))
             try:
-                names = _expand(str(pattern))
+                names = _expand(host_pattern)
             except ValueError as exc:
                 self.problems.append(Problem(file, f"{where}.hosts.{pattern}", str(exc)))
                 continue
             for hname in names:
-                host = self.hosts.setdefault(hname, Host(hname))
+                host = self.hosts.get(hname)
+                if host is None:
+                    host = self.hosts[hname] = Host(hname)
+                    if port is not None:  # like Ansible: a port counts where the host is first listed
+                        host.vars["ansible_port"] = port
                 host.groups.add(name)
                 if hvars:
                     host.vars.update(hvars)

@@ -142,6 +142,19 @@ all:
       children:
         rack_a:
           vars: {shared: rack-a-second-inline}
+    ports:
+      hosts:
+        sshp:2222: {x: 1}
+        pn[1:2]:2200:
+        10.1.2.3:22:
+        "[fe80::1]:2022":
+        fe80::2:
+        plain:
+        sshp: {y: 2}
+    ports_again:
+      hosts:
+        plain:2223:
+        ported: {ansible_port: 99}
 """
 
 TRICKY_FILES = {
@@ -174,7 +187,7 @@ def test_tricky_precedence(tmp_path):
     for rel, text in TRICKY_FILES.items():
         (inv / rel).parent.mkdir(parents=True, exist_ok=True)
         (inv / rel).write_text(textwrap.dedent(text))
-    assert assert_same(inv) == 17
+    assert assert_same(inv) == 25
     # spot checks of what the rules above mean, so a shared mistake cannot hide
     ours, groups = our_view(inv)
     assert ours["node01"]["prio_test"] == "other"  # same depth, higher ansible_group_priority wins
@@ -191,3 +204,5 @@ def test_tricky_precedence(tmp_path):
     assert "hidden_nested" not in ours["node02"] and "backup" not in ours["node02"]
     assert groups["lonely"] == {"all", "ungrouped"}
     assert ours["db1.example.com"]["shared"] == "dotted-name"
+    assert ours["sshp"]["ansible_port"] == 2222 and ours["pn2"]["ansible_port"] == 2200 and ours["fe80::1"]["ansible_port"] == 2022
+    assert "ansible_port" not in ours["plain"] and "ansible_port" not in ours["fe80::2"]
