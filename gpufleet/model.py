@@ -645,6 +645,8 @@ def _model_fit(m: ServedModel, path: str, problems: list[Problem], fleet_file: s
     need, have = replica_memory_need_gib(m), replica_memory_gib(m)
     if need > have:
         where = p.mig_profile or f"{p.gpus} x {p.accelerator}"
+        if m.time_slicing and m.time_slicing > 1 and not p.mig_profile:
+            where += f" shared by {m.time_slicing} time-sliced replicas"
         problems.append(
             Problem(
                 fleet_file,

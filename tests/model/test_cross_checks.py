@@ -327,7 +327,7 @@ def test_time_sliced_replicas_share_gpu_memory(fleet):
     assert fleet.problems() == []
     fleet.edit(F, lambda d: d["models"][1].update(time_slicing=4))
     assert fleet.problems() == [
-        f"{F}: models[1].placement: does not fit: 3.7 GiB of weights (8B at awq) + 4 GiB KV cache + 1 GiB runtime = 8.7 GiB, but 1 x l4 offers 5.1 GiB at 90% utilisation"
+        f"{F}: models[1].placement: does not fit: 3.7 GiB of weights (8B at awq) + 4 GiB KV cache + 1 GiB runtime = 8.7 GiB, but 1 x l4 shared by 4 time-sliced replicas offers 5.1 GiB at 90% utilisation"
     ]
 
 
@@ -448,3 +448,10 @@ def test_efa_supported_on_p5(fleet):
     loaded = fleet.load()
     pool = loaded.site("aws-euc1").node_pools[2]
     assert pool.efa and pool.efa_interfaces == 32 and pool.gpus_per_node == 8 and pool.accelerator == "h100-80gb"
+
+
+def test_unknown_key_hint_ignores_case(fleet):
+    fleet.edit("stacks/Pulumi.aws-use1.yaml", lambda d: d["config"]["gpufleet:network"].update(vpcCIDR="10.60.0.0/16"))
+    assert fleet.problems() == [
+        "stacks/Pulumi.aws-use1.yaml: config.gpufleet:network.vpcCIDR: unknown key (did you mean 'vpcCidr'?); expected one of: availabilityZones, natGateways, vpcCidr"
+    ]

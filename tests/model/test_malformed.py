@@ -129,7 +129,7 @@ CASES: dict[str, tuple[Callable, list[str]]] = {
         rename(EUC1, ["config", "gpufleet:network"], "vpcCidr", "vpc_cidr_block"),
         [
             f"{EUC1}: config.gpufleet:network.vpcCidr: required key is missing",
-            f"{EUC1}: config.gpufleet:network.vpc_cidr_block: unknown key; expected one of: availabilityZones, natGateways, vpcCidr",
+            f"{EUC1}: config.gpufleet:network.vpc_cidr_block: unknown key (did you mean 'vpcCidr'?); expected one of: availabilityZones, natGateways, vpcCidr",
         ],
     ),
     "vpc-cidr-bad-netmask": (
