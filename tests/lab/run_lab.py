@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, _terminate)
 
     mode = "lab-full" if args.full else "lab"
-    extra = ["-e", f"@{lablib.HERE / 'full-vars.yml'}"] if args.full else []
+    extra: list[str] = []
     steps = [Step("image"), Step("boot"), Step("preflight"), Step(f"{args.playbook} run 1"),
              Step(f"{args.playbook} run 2"), Step("testinfra"), Step("teardown")]
     runs: list[lablib.PlaybookRun] = []
@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _, steps[0] = lablib.build_image()
         inventory, steps[1] = lablib.up(tuple(args.vms))
+        if args.full:
+            # In the inventory (not -e), so the testinfra suites see it too.
+            with open(inventory / "group_vars" / "lab_gpu.yml", "a", encoding="utf-8") as fh:
+                fh.write("\n" + (lablib.HERE / "full-vars.yml").read_text())
         _, steps[2] = lablib.preflight(inventory)
         for i in (1, 2):
             step = steps[2 + i]
