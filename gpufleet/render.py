@@ -87,21 +87,28 @@ def write_k8s(fleet: Fleet, site: str, out: Path) -> list[str]:
     return written
 
 
+DERIVED_INVENTORY = "gpufleet-derived.yml"
+
+
 def write_ansible(fleet: Fleet, site_name: str, out: Path) -> None:
+    """``out/inventory/``: the site's inventory plus one more inventory source
+    holding what gpufleet derives per host, so that
+    ``ansible-playbook -i out/inventory baremetal/site.yml`` sees both."""
     from gpufleet.baremetal_vars import host_variables
 
     site = fleet.site(site_name)
-    src = fleet.root / str(site.spec.inventory)
-    shutil.copytree(src, out / "inventory", dirs_exist_ok=True)
-    hv = out / "host_vars"
-    hv.mkdir(parents=True, exist_ok=True)
-    for server in site.servers:
-        (hv / f"{server.name}.yml").write_text("# Derived from the fleet model by gpufleet render; do not edit.\n" + dump_yaml(host_variables(fleet, site, server)))
+    inv = out / "inventory"
+    shutil.copytree(fleet.root / str(site.spec.inventory), inv, dirs_exist_ok=True)
+    hosts = {server.name: host_variables(fleet, site, server) for server in site.servers}
+    (inv / DERIVED_INVENTORY).write_text(
+        "# Derived from the fleet model by `gpufleet render`; do not edit (edit the fleet instead).\n" + dump_yaml({"all": {"hosts": hosts}})
+    )
     (out / "README.md").write_text(
         f"# {site.name}: Ansible inputs\n\n"
-        f"`inventory/` is a copy of `{site.spec.inventory}`; `host_vars/` holds the variables gpufleet derives\n"
-        "from the fleet model (node labels and taints, MIG configuration, NCCL fabric, cluster endpoint).\n"
-        f"Apply with: `gpufleet baremetal apply --inventory {site.spec.inventory}`\n"
+        f"`inventory/` is `{site.spec.inventory}` plus `{DERIVED_INVENTORY}`, the variables gpufleet derives\n"
+        "from the whole fleet (API endpoint, pod network, extra node labels and taints, mig-parted configuration).\n\n"
+        f"    gpufleet baremetal preflight --inventory {out / 'inventory'}\n"
+        f"    gpufleet baremetal apply --inventory {out / 'inventory'}\n"
     )
 
 

@@ -125,13 +125,29 @@ def test_render_writes_every_engine_output(tmp_path: Path) -> None:
             assert not [t for t in types if t.startswith("aws:")], f"{site} declares AWS resources"
         k8s = out / "sites" / site / "k8s"
         assert any(k8s.glob("*.yaml")), f"no Kubernetes objects for {site}"
-    hv = yaml.safe_load((out / "sites" / "dc-fra" / "ansible" / "host_vars" / "fra-hgx-04.yml").read_text())
+    inv = out / "sites" / "dc-fra" / "ansible" / "inventory"
+    hv = yaml.safe_load((inv / "gpufleet-derived.yml").read_text())["all"]["hosts"]["fra-hgx-04"]
     assert hv["gpufleet_node_labels"]["nvidia.com/mig.config"] == hv["gpufleet_mig_config_name"]
+    assert hv["k8s_node_labels_extra"] == {"gpufleet.io/server-class": "hgx-h100-8", "gpufleet.io/ib-block": "ib-a"}
+    assert hv["gpufleet_k8s_api_endpoint"] == "k8s-api.dc-fra.acme.internal:6443"
     cfg = hv["gpufleet_mig_parted_config"]["mig-configs"][hv["gpufleet_mig_config_name"]]
     assert cfg[0] == {"devices": [0, 1, 2, 3], "mig-enabled": True, "mig-devices": {"2g.20gb": 3, "1g.10gb": 1}}
     assert cfg[1] == {"devices": [4, 5, 6, 7], "mig-enabled": False}
     assert "nvidia.com/gpu=true:NoSchedule" in hv["gpufleet_node_taints"]
-    assert (out / "sites" / "dc-fra" / "ansible" / "inventory" / "hosts.yml").is_file()
+    assert (inv / "hosts.yml").is_file() and (inv / "host_vars" / "fra-hgx-04.yml").is_file()
+
+
+def test_rendered_inventory_is_what_ansible_sees(tmp_path: Path) -> None:
+    """Ansible itself reads the rendered inventory: the copied inventory and the derived variables together."""
+    out = tmp_path / "out"
+    assert run("render", "--out", str(out)).returncode == 0
+    inv = out / "sites" / "dc-fra" / "ansible" / "inventory"
+    r = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(inv), "--host", "fra-hgx-04"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    host = json.loads(r.stdout)
+    assert host["gpufleet_accelerator"] == "h100-80gb"  # from group_vars
+    assert host["gpufleet_mig_layout"][0]["profiles"] == {"2g.20gb": 3, "1g.10gb": 1}  # from host_vars
+    assert host["k8s_control_plane_pod_subnet"] == "10.120.0.0/16"  # derived from fleet.yaml
     assert not (out / "sites" / "aws-euc1" / "ansible").exists()
 
 
