@@ -1,0 +1,110 @@
+"""The playbooks and roles as Ansible itself reads them: lint, syntax, and the
+validation play that must stop bad variables before any server is touched."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PLAYBOOKS = sorted((ROOT / "baremetal").glob("*.yml"))
+
+
+def ansible_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
+        "ANSIBLE_HOME": str(tmp_path / "home"),
+        "ANSIBLE_FACT_CACHING_CONNECTION": str(tmp_path / "facts"),
+        "ANSIBLE_NOCOLOR": "1",
+    }
+
+
+def test_every_role_documents_its_variables() -> None:
+    roles = [p for p in (ROOT / "roles").iterdir() if (p / "tasks").is_dir()]
+    assert len(roles) >= 10
+    for role in roles:
+        spec = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())
+        options = spec["argument_specs"]["main"].get("options", {})
+        defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text()) if (role / "defaults" / "main.yml").exists() else {}
+        for var in defaults or {}:
+            assert var in options, f"{role.name}: default {var} is not documented in meta/argument_specs.yml"
+            assert var.startswith(f"{role.name}_"), f"{role.name}: {var} is not prefixed with the role's name"
+        for var, opt in options.items():
+            assert opt.get("description"), f"{role.name}: {var} has no description"
+
+
+def test_ansible_lint_production_profile_is_clean(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [str(BIN / "ansible-lint"), "--profile", "production", "--offline", "--nocolor", "baremetal/", "roles/"],
+        cwd=ROOT, capture_output=True, text=True, env=ansible_env(tmp_path), timeout=900,
+    )
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+
+
+@pytest.mark.parametrize("playbook", PLAYBOOKS, ids=lambda p: p.name)
+def test_playbook_syntax(playbook: Path, tmp_path: Path) -> None:
+    r = subprocess.run(
+        [str(BIN / "ansible-playbook"), "--syntax-check", "-i", "inventory/dc-fra", str(playbook)],
+        cwd=ROOT, capture_output=True, text=True, env=ansible_env(tmp_path), timeout=300,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.fixture()
+def unreachable_inventory(tmp_path: Path) -> Path:
+    """The example data centre, every host pointed at a closed port on 127.0.0.1:
+    any attempt to touch a host shows up as UNREACHABLE."""
+    inv = tmp_path / "inventory"
+    shutil.copytree(ROOT / "inventory" / "dc-fra", inv)
+    hosts = inv / "hosts.yml"
+    hosts.write_text(hosts.read_text().replace("ansible_host: 10.20.", "ansible_port: 9, ansible_host: 127.0.0."))
+    (inv / "group_vars" / "all.yml").write_text(
+        (inv / "group_vars" / "all.yml").read_text() + "gpufleet_k8s_api_endpoint: k8s-api.dc-fra.example:6443\n"
+    )
+    return inv
+
+
+def run_site(inv: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", str(inv), "baremetal/site.yml"],
+        cwd=ROOT, capture_output=True, text=True, env=ansible_env(tmp_path), timeout=600,
+    )
+
+
+def test_bad_driver_branch_fails_before_any_host_is_touched(unreachable_inventory: Path, tmp_path: Path) -> None:
+    (unreachable_inventory / "group_vars" / "hgx_h100.yml").write_text(
+        (unreachable_inventory / "group_vars" / "hgx_h100.yml").read_text() + 'nvidia_driver_branch: "999"\n'
+    )
+    r = run_site(unreachable_inventory, tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "nvidia_driver_branch" in out and "999" in out
+    assert "UNREACHABLE" not in out, "a host was contacted before the variables were checked"
+
+
+def test_unknown_mig_profile_fails_before_any_host_is_touched(unreachable_inventory: Path, tmp_path: Path) -> None:
+    hv = unreachable_inventory / "host_vars" / "fra-hgx-04.yml"
+    hv.write_text(hv.read_text().replace("2g.20gb: 3", "2g.24gb: 3"))
+    r = run_site(unreachable_inventory, tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "fra-hgx-04" in out and "2g.24gb" in out
+    assert "UNREACHABLE" not in out, "a host was contacted before the variables were checked"
+
+
+def test_good_variables_pass_validation_and_then_reach_for_the_hosts(unreachable_inventory: Path, tmp_path: Path) -> None:
+    """The counterpart: with valid variables the validation play passes and the
+    next play tries to connect (and finds nobody), so the tests above fail for
+    the reason they claim."""
+    r = run_site(unreachable_inventory, tmp_path)
+    out = r.stdout + r.stderr
+    assert "UNREACHABLE" in out, out[-3000:]
