@@ -8,6 +8,7 @@ to ``DIR/sites/<site>/k8s/`` for GitOps review.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,3 +37,15 @@ class AddonBundle:
     objects: list[dict[str, Any]] = field(default_factory=list)
     charts: list[Chart] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``extra`` merged in key by key (dicts recursively),
+    for add-on configuration blocks that a fleet overrides in part."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out

@@ -8,8 +8,9 @@ passing ``config={...}`` to :func:`k8s.monitoring.build` (merged key by key).
 
 from __future__ import annotations
 
-import copy
 from typing import Any
+
+from k8s.core import deep_merge
 
 from k8s import versions
 
@@ -158,14 +159,4 @@ CONFIG: dict[str, Any] = {
 
 def merged(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """CONFIG with ``overrides`` merged in, key by key (dicts recursively)."""
-
-    def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-        out = copy.deepcopy(base)
-        for key, value in extra.items():
-            if isinstance(value, dict) and isinstance(out.get(key), dict):
-                out[key] = merge(out[key], value)
-            else:
-                out[key] = copy.deepcopy(value)
-        return out
-
-    return merge(CONFIG, overrides or {})
+    return deep_merge(CONFIG, overrides or {})

@@ -6,8 +6,9 @@ The builders read these and nothing else; :func:`k8s.serving.build` accepts
 
 from __future__ import annotations
 
-import copy
 from typing import Any
+
+from k8s.core import deep_merge
 
 CONFIG: dict[str, Any] = {
     # Namespaces. Models with a data class run in their own namespace, labelled
@@ -94,14 +95,4 @@ CONFIG: dict[str, Any] = {
 
 def merged(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """CONFIG with ``overrides`` merged in, key by key (dicts recursively)."""
-
-    def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-        out = copy.deepcopy(base)
-        for key, value in extra.items():
-            if isinstance(value, dict) and isinstance(out.get(key), dict):
-                out[key] = merge(out[key], value)
-            else:
-                out[key] = copy.deepcopy(value)
-        return out
-
-    return merge(CONFIG, overrides or {})
+    return deep_merge(CONFIG, overrides or {})
