@@ -43,3 +43,13 @@ def edited_fleet(tmp_path: Path) -> Callable[[Callable[[dict[str, Any]], None]],
 
 def model_entry(data: dict[str, Any], name: str) -> dict[str, Any]:
     return next(m for m in data["models"] if m["name"] == name)
+
+
+@pytest.fixture
+def backend():
+    """A local OpenAI-compatible backend on 127.0.0.1 that counts the calls it answers."""
+    from tests.serving.local_services import OpenAIBackend
+
+    b = OpenAIBackend().start()
+    yield b
+    b.stop()

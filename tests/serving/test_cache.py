@@ -26,7 +26,7 @@ from litellm.proxy._types import UserAPIKeyAuth  # noqa: E402
 
 from k8s.serving import build  # noqa: E402
 from k8s.serving import gpufleet_gateway as plugin  # noqa: E402
-from tests.serving.local_services import OpenAIBackend, RedisServer, loopback_only  # noqa: E402
+from tests.serving.local_services import RedisServer, loopback_only  # noqa: E402
 
 MODEL = "llama-3-1-70b-instruct"
 
@@ -41,13 +41,6 @@ def redis_server():
     server = RedisServer().start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def backend():
-    b = OpenAIBackend().start()
-    yield b
-    b.stop()
 
 
 @pytest.fixture

@@ -81,13 +81,6 @@ class Site:
 
 
 @pytest.fixture
-def backend():
-    b = OpenAIBackend().start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
 def store():
     s = ObjectStore().start()
     yield s
