@@ -101,6 +101,29 @@ def test_unknown_mig_profile_fails_before_any_host_is_touched(unreachable_invent
     assert "UNREACHABLE" not in out, "a host was contacted before the variables were checked"
 
 
+def test_kubernetes_pin_off_the_sites_version_fails_before_any_host_is_touched(
+    unreachable_inventory: Path, tmp_path: Path
+) -> None:
+    """`gpufleet render` writes the site's Kubernetes minor from the fleet model;
+    packages pinned to another minor must not reach a server."""
+    all_yml = unreachable_inventory / "group_vars" / "all.yml"
+    all_yml.write_text(all_yml.read_text() + 'gpufleet_kubernetes_version: "1.32"\n')
+    r = run_site(unreachable_inventory, tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "runs Kubernetes 1.32" in out and "k8s_node_kubernetes_version is 1.33.5" in out
+    assert "UNREACHABLE" not in out, "a host was contacted before the variables were checked"
+
+
+def test_kubernetes_pin_on_the_sites_version_passes(unreachable_inventory: Path, tmp_path: Path) -> None:
+    all_yml = unreachable_inventory / "group_vars" / "all.yml"
+    all_yml.write_text(all_yml.read_text() + 'gpufleet_kubernetes_version: "1.33"\n')
+    r = run_site(unreachable_inventory, tmp_path)
+    out = r.stdout + r.stderr
+    assert "runs Kubernetes" not in out
+    assert "UNREACHABLE" in out, out[-3000:]
+
+
 def test_good_variables_pass_validation_and_then_reach_for_the_hosts(unreachable_inventory: Path, tmp_path: Path) -> None:
     """The counterpart: with valid variables the validation play passes and the
     next play tries to connect (and finds nobody), so the tests above fail for
