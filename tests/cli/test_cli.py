@@ -148,6 +148,7 @@ def test_rendered_inventory_is_what_ansible_sees(tmp_path: Path) -> None:
     assert host["gpufleet_accelerator"] == "h100-80gb"  # from group_vars
     assert host["gpufleet_mig_layout"][0]["profiles"] == {"2g.20gb": 3, "1g.10gb": 1}  # from host_vars
     assert host["k8s_control_plane_pod_subnet"] == "10.120.0.0/16"  # derived from fleet.yaml
+    assert host["gpufleet_kubernetes_version"] == "1.33"  # checked against the kubelet pin by validate.yml
     assert not (out / "sites" / "aws-euc1" / "ansible").exists()
 
 
