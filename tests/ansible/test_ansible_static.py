@@ -4,6 +4,7 @@ validation play that must stop bad variables before any server is touched."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -66,7 +67,8 @@ def unreachable_inventory(tmp_path: Path) -> Path:
     inv = tmp_path / "inventory"
     shutil.copytree(ROOT / "inventory" / "dc-fra", inv)
     hosts = inv / "hosts.yml"
-    hosts.write_text(hosts.read_text().replace("ansible_host: 10.20.", "ansible_port: 9, ansible_host: 127.0.0."))
+    # every host on 127.0.0.1's closed discard port: refused at once, no traffic leaves the machine
+    hosts.write_text(re.sub(r"ansible_host: 10\.20\.\d+\.\d+", "ansible_host: 127.0.0.1, ansible_port: 9", hosts.read_text()))
     (inv / "group_vars" / "all.yml").write_text(
         (inv / "group_vars" / "all.yml").read_text() + "gpufleet_k8s_api_endpoint: k8s-api.dc-fra.example:6443\n"
     )
