@@ -1,4 +1,4 @@
-"""``gpufleet baremetal``: preflight, apply and verify data-centre servers.
+"""``gpufleet baremetal``: preflight, apply, verify and accept data-centre servers.
 
 Exit status: 0 when everything passed; 1 when a host failed a check or a
 playbook run failed; 2 for bad input (one ``where: what`` line on standard
@@ -141,3 +141,77 @@ def verify(
 ) -> None:
     """Run the verification playbook (verify.yml); changes nothing on the hosts."""
     _run(inventory, limit, _playbook(playbook, "baremetal/verify.yml"), artifacts)
+
+
+@app.command()
+def acceptance(
+    inventory: InventoryOpt,
+    limit: LimitOpt = None,
+    artifacts: ArtifactsOpt = None,
+    testinfra: Annotated[bool, typer.Option("--testinfra/--no-testinfra", help="Run the tests/infra suites first (default on).")] = True,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Parallel testinfra workers (default: one per host, at most 8).")] = None,
+) -> None:
+    """The burn-in gate on the GPU servers: the testinfra suites, then
+    acceptance.yml (dcgmi diag, nccl-tests bus bandwidth). A server that fails
+    any check is reported and left cordoned or unjoined, never admitted."""
+    from gpufleet.baremetal.runner import default_artifacts_dir, run_playbook, summary_table
+    from gpufleet.baremetal.testinfra import run_suites
+
+    book = _playbook(None, "baremetal/acceptance.yml")
+    hosts = [t.name for t in _targets(inventory, limit) if "gpu" in t.groups]
+    if not hosts:
+        raise _fail(f"--limit {limit}" if limit else str(inventory), "no host of the gpu group to accept")
+    console = Console()
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    art = (artifacts or default_artifacts_dir(book)).resolve()
+    art.mkdir(parents=True, exist_ok=True)
+
+    infra_failures: dict[str, list[str]] = {}
+    if testinfra:
+        with console.status(f"testinfra: tests/infra on {len(hosts)} GPU server(s)"):
+            infra = run_suites(inventory, hosts, art / "testinfra.xml", art / "testinfra.log", workers=workers)
+        counts = ", ".join(f"{n} {k}" for k, n in infra.counts.items()) or "no summary"
+        console.print(f"testinfra: {counts} in {infra.seconds}s (log {infra.log_file})", highlight=False)
+        unattributed = infra.failures.get("")
+        if infra.rc not in (0, 1) or unattributed or (infra.rc == 1 and not infra.failures):
+            detail = f"; failed outside any host: {', '.join(unattributed)}" if unattributed else ""
+            err.print(f"tests/infra: pytest exited {infra.rc}{detail}; nothing was judged, see {infra.log_file}", markup=False)
+            raise typer.Exit(1)
+        infra_failures = infra.failures
+
+    result = run_playbook(
+        book, inventory, hosts, limit=limit, artifacts=art,
+        extravars={"acceptance_testinfra_failures": infra_failures}, console=console,
+    )
+    console.print(summary_table(result.hosts))
+    verdicts = Table(title="acceptance")
+    verdicts.add_column("GPU server")
+    verdicts.add_column("testinfra")
+    verdicts.add_column("acceptance.yml")
+    verdicts.add_column("verdict")
+    failed: list[str] = []
+    for host in hosts:
+        stats = result.hosts.get(host, {})
+        ran = any(stats.values())
+        play_bad = not ran or stats.get("failed", 0) or stats.get("unreachable", 0)
+        bad = play_bad or host in infra_failures
+        if bad:
+            failed.append(host)
+        infra_cell = ("not run" if not testinfra
+                      else f"[red]{len(infra_failures[host])} failed[/]" if host in infra_failures else "passed")
+        play_cell = ("not run" if not ran else "[red]unreachable[/]" if stats.get("unreachable", 0)
+                     else "[red]failed[/]" if stats.get("failed", 0) else "passed")
+        verdicts.add_row(host, infra_cell, play_cell, "[red]REJECTED[/]" if bad else "[green]accepted[/]")
+    console.print(verdicts)
+    console.print(f"artifacts: {art}", highlight=False)
+    for host in failed:
+        tests = infra_failures.get(host, [])
+        for test in tests[:10]:
+            err.print(f"{host}: testinfra: {test}", markup=False)
+        if len(tests) > 10:
+            err.print(f"{host}: testinfra: ... and {len(tests) - 10} more (see {art / 'testinfra.log'})", markup=False)
+    if not result.ok:
+        err.print(f"{book}: run {result.status} (rc {result.rc}); see {result.artifacts / 'stdout'}", markup=False)
+    if failed or not result.ok:
+        err.print(f"acceptance: {len(failed)} of {len(hosts)} GPU server(s) rejected: {', '.join(failed) or '-'}", markup=False)
+        raise typer.Exit(1)
