@@ -155,9 +155,11 @@ def acceptance(
     acceptance.yml (dcgmi diag, nccl-tests bus bandwidth). A server that fails
     any check is reported and left cordoned or unjoined, never admitted."""
     from gpufleet.baremetal.runner import default_artifacts_dir, run_playbook, summary_table
-    from gpufleet.baremetal.testinfra import run_suites
+    from gpufleet.baremetal.testinfra import SUITES, run_suites
 
     book = _playbook(None, "baremetal/acceptance.yml")
+    if testinfra and not SUITES.is_dir():
+        raise _fail(str(SUITES), "testinfra suites not found (run gpufleet from a checkout, or pass --no-testinfra)")
     hosts = [t.name for t in _targets(inventory, limit) if "gpu" in t.groups]
     if not hosts:
         raise _fail(f"--limit {limit}" if limit else str(inventory), "no host of the gpu group to accept")
