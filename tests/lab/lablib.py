@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -16,6 +15,10 @@ import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gpufleet.baremetal.testinfra import InfraResult
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -219,46 +222,21 @@ def run_playbook(
     return PlaybookRun(playbook, rc, seconds, stats, records, log_file)
 
 
-@dataclasses.dataclass
-class InfraRun:
-    rc: int
-    seconds: float
-    counts: dict[str, int]
-    junit: Path
-    log_file: Path
+def run_testinfra(inventory: Path, label: str = "testinfra") -> InfraResult:
+    """Run tests/infra against the lab VMs with testinfra's Ansible backend
+    (the same runner ``gpufleet baremetal acceptance`` uses)."""
+    from gpufleet.baremetal.hosts import load_targets
+    from gpufleet.baremetal.testinfra import run_suites
 
-
-def run_testinfra(inventory: Path, hosts: str = "ansible://all", label: str = "testinfra") -> InfraRun:
-    """Run tests/infra against the lab VMs with testinfra's Ansible backend."""
     runs = LAB_DIR / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    junit = runs / f"{label}.xml"
-    log_file = runs / f"{label}.log"
-    cmd = [
-        str(VENV_BIN / "python"), "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs",
-        "-o", "addopts=", "--strict-markers",
-        str(REPO / "tests" / "infra"),
-        f"--hosts={hosts}",
-        f"--ansible-inventory={inventory / 'hosts.yml'}",
-        # one worker per host: the hosts answer slowly, not the test code
-        "-n", os.environ.get("LAB_INFRA_WORKERS", "2"),
-        f"--junitxml={junit}",
-    ]
     env = _env()
     env["ANSIBLE_HOST_KEY_CHECKING"] = "False"
-    env["ANSIBLE_INVENTORY"] = str(inventory / "hosts.yml")
-    log(f"{label}: pytest tests/infra --hosts={hosts}")
-    start = time.monotonic()
-    with open(log_file, "w", encoding="utf-8") as fh:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        fh.write(proc.stdout)
-    sys.stdout.write(proc.stdout)
-    seconds = round(time.monotonic() - start, 1)
-    counts: dict[str, int] = {}
-    m = re.findall(r"(\d+) (passed|failed|skipped|error|errors|xfailed|xpassed)", proc.stdout.splitlines()[-1] if proc.stdout else "")
-    for n, kind in m:
-        counts[kind.rstrip("s") if kind == "errors" else kind] = int(n)
-    return InfraRun(proc.returncode, seconds, counts, junit, log_file)
+    names = [t.name for t in load_targets(inventory / "hosts.yml")]
+    log(f"{label}: pytest tests/infra on {', '.join(names)}")
+    return run_suites(
+        inventory, names, runs / f"{label}.xml", runs / f"{label}.log",
+        workers=int(os.environ.get("LAB_INFRA_WORKERS", "2")), echo=True, env=env,
+    )
 
 
 def write_timings(data: dict, name: str = "timings.json") -> Path:

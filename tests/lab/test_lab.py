@@ -9,8 +9,11 @@ is missing.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import time
 
 import pytest
 
@@ -50,6 +53,8 @@ def lab(request):
         timings[f"run{i}"] = {"seconds": run.seconds, "rc": run.rc, "stats": run.stats}
     if "infra" in state:
         timings["testinfra"] = {"seconds": state["infra"].seconds, "counts": state["infra"].counts}
+    if "acceptance_seconds" in state:
+        timings["acceptance_seconds"] = state["acceptance_seconds"]
     path = lablib.write_timings(timings, "timings-pytest.json")
     lablib.log(f"timings in {path}")
 
@@ -109,3 +114,48 @@ def test_testinfra_suites_pass(lab):
     lab["infra"] = infra
     assert infra.rc == 0, f"testinfra failed: {infra.counts}; see {infra.log_file}"
     assert infra.counts.get("passed", 0) > 0
+
+
+def _on_vm(lab, host: str, command: str) -> subprocess.CompletedProcess[str]:
+    """One command as root on a lab VM, through Ansible (the lab's SSH settings)."""
+    return subprocess.run(
+        [str(lablib.VENV_BIN / "ansible"), host, "-i", str(lab["inventory"] / "hosts.yml"), "-b", "-o",
+         "-m", "ansible.builtin.command", "-a", command],
+        cwd=lablib.REPO, env=lablib._env(), capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_acceptance_rejects_a_broken_server(lab):
+    """The gate as staff run it: a GPU server whose live sysctl drifted from
+    the baseline fails testinfra, so `gpufleet baremetal acceptance` rejects
+    it, names the failing test, and the server's report says failed (the VM
+    was never joined, so it stays unjoined)."""
+    if lab.get("infra") is None or lab["infra"].rc != 0:
+        pytest.skip("the testinfra suites did not pass on the unbroken VMs")
+    broken = _on_vm(lab, "lab-gpu-01", "sysctl -w vm.max_map_count=65530")
+    assert broken.returncode == 0, broken.stdout + broken.stderr
+    try:
+        art = lablib.LAB_DIR / "runs" / "acceptance"
+        shutil.rmtree(art, ignore_errors=True)
+        env = lablib._env()
+        env["ANSIBLE_HOST_KEY_CHECKING"] = "False"
+        start = time.monotonic()
+        res = subprocess.run(
+            [str(lablib.VENV_BIN / "gpufleet"), "baremetal", "acceptance", "-i", str(lab["inventory"]),
+             "--limit", "lab-gpu-01", "--artifacts", str(art)],
+            cwd=lablib.REPO, env=env, capture_output=True, text=True, timeout=1800,
+        )
+        lab["acceptance_seconds"] = round(time.monotonic() - start, 1)
+        assert res.returncode == 1, res.stdout[-3000:] + res.stderr[-3000:]
+        assert "lab-gpu-01: testinfra: test_os_baseline::test_sysctl_values" in res.stderr
+        assert res.stderr.strip().endswith("acceptance: 1 of 1 GPU server(s) rejected: lab-gpu-01")
+        assert "REJECTED" in res.stdout
+        report = _on_vm(lab, "lab-gpu-01", "cat /var/lib/gpufleet/acceptance.json")
+        assert report.returncode == 0, report.stderr
+        # one-line output: "host | CHANGED | rc=0 | (stdout) {\n  ...\n}"
+        line = report.stdout
+        body = json.loads(line[line.index("{"):line.rindex("}") + 1].replace("\\n", "\n"))
+        assert body["status"] == "failed"
+        assert "test_os_baseline::test_sysctl_values" in body["testinfra_failures"]
+    finally:
+        _on_vm(lab, "lab-gpu-01", "sysctl -p /etc/sysctl.d/90-gpufleet.conf")
