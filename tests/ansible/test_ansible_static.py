@@ -82,44 +82,41 @@ def run_site(inv: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_bad_driver_branch_fails_before_any_host_is_touched(unreachable_inventory: Path, tmp_path: Path) -> None:
-    (unreachable_inventory / "group_vars" / "hgx_h100.yml").write_text(
-        (unreachable_inventory / "group_vars" / "hgx_h100.yml").read_text() + 'nvidia_driver_branch: "999"\n'
-    )
-    r = run_site(unreachable_inventory, tmp_path)
-    out = r.stdout + r.stderr
-    assert r.returncode != 0
-    assert "nvidia_driver_branch" in out and "999" in out
-    assert "UNREACHABLE" not in out, "a host was contacted before the variables were checked"
+def _edit(inv: Path, rel: str, old: str | None, new: str) -> None:
+    """Replace ``old`` by ``new`` in an inventory file, or append ``new`` when ``old`` is None."""
+    f = inv / rel
+    text = f.read_text()
+    assert old is None or old in text, f"{rel} no longer holds {old!r}"
+    f.write_text(text + new if old is None else text.replace(old, new))
 
 
-def test_unknown_mig_profile_fails_before_any_host_is_touched(unreachable_inventory: Path, tmp_path: Path) -> None:
-    hv = unreachable_inventory / "host_vars" / "fra-hgx-04.yml"
-    hv.write_text(hv.read_text().replace("2g.20gb: 3", "2g.24gb: 3"))
-    r = run_site(unreachable_inventory, tmp_path)
-    out = r.stdout + r.stderr
-    assert r.returncode != 0
-    assert "fra-hgx-04" in out and "2g.24gb" in out
-    assert "UNREACHABLE" not in out, "a host was contacted before the variables were checked"
-
-
-def test_kubernetes_pin_off_the_sites_version_fails_before_any_host_is_touched(
-    unreachable_inventory: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    ("rel", "old", "new", "says"),
+    [
+        pytest.param("group_vars/hgx_h100.yml", None, 'nvidia_driver_branch: "999"\n',
+                     ["nvidia_driver_branch", "999"], id="bad-driver-branch"),
+        pytest.param("host_vars/fra-hgx-04.yml", "2g.20gb: 3", "2g.24gb: 3",
+                     ["fra-hgx-04", "2g.24gb"], id="unknown-mig-profile"),
+        # `gpufleet render` writes the site's Kubernetes minor from the fleet
+        # model; packages pinned to another minor must not reach a server.
+        pytest.param("group_vars/all.yml", None, 'gpufleet_kubernetes_version: "1.32"\n',
+                     ["runs Kubernetes 1.32", "k8s_node_kubernetes_version is 1.33.5"], id="kubernetes-pin-off-the-site"),
+    ],
+)
+def test_bad_variables_fail_before_any_host_is_touched(
+    unreachable_inventory: Path, tmp_path: Path, rel: str, old: str | None, new: str, says: list[str]
 ) -> None:
-    """`gpufleet render` writes the site's Kubernetes minor from the fleet model;
-    packages pinned to another minor must not reach a server."""
-    all_yml = unreachable_inventory / "group_vars" / "all.yml"
-    all_yml.write_text(all_yml.read_text() + 'gpufleet_kubernetes_version: "1.32"\n')
+    _edit(unreachable_inventory, rel, old, new)
     r = run_site(unreachable_inventory, tmp_path)
     out = r.stdout + r.stderr
     assert r.returncode != 0
-    assert "runs Kubernetes 1.32" in out and "k8s_node_kubernetes_version is 1.33.5" in out
+    for text in says:
+        assert text in out, out[-3000:]
     assert "UNREACHABLE" not in out, "a host was contacted before the variables were checked"
 
 
 def test_kubernetes_pin_on_the_sites_version_passes(unreachable_inventory: Path, tmp_path: Path) -> None:
-    all_yml = unreachable_inventory / "group_vars" / "all.yml"
-    all_yml.write_text(all_yml.read_text() + 'gpufleet_kubernetes_version: "1.33"\n')
+    _edit(unreachable_inventory, "group_vars/all.yml", None, 'gpufleet_kubernetes_version: "1.33"\n')
     r = run_site(unreachable_inventory, tmp_path)
     out = r.stdout + r.stderr
     assert "runs Kubernetes" not in out
