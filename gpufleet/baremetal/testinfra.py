@@ -38,15 +38,6 @@ class InfraResult:
         return self.rc == 0
 
 
-def hosts_file(inventory: Path) -> Path:
-    """testinfra reads one inventory source: the directory's hosts.yml, or the file given."""
-    if inventory.is_dir():
-        for name in ("hosts.yml", "hosts.yaml", "hosts"):
-            if (inventory / name).is_file():
-                return inventory / name
-    return inventory
-
-
 def failures_by_host(junit: Path, hosts: list[str]) -> dict[str, list[str]]:
     """Map the failed test cases of a JUnit report to the hosts in their ids.
 
@@ -81,13 +72,16 @@ def run_suites(
 ) -> InfraResult:
     """Run tests/infra against ``hosts`` of ``inventory``.
 
+    ``inventory`` goes to testinfra as it goes to the playbooks: a directory
+    is read whole, so the variables ``gpufleet render`` adds in
+    ``gpufleet-derived.yml`` are what the suites expect too.
+
     ``env`` replaces the process environment (the lab points Ansible at its
     own fact cache); the output goes to ``log_file`` and, with ``echo``, to
     standard output.
     """
     junit.parent.mkdir(parents=True, exist_ok=True)
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    source = hosts_file(inventory)
     # One worker per host, up to 8: the hosts answer slowly, not the test code.
     n = workers or max(1, min(8, len(hosts)))
     cmd = [
@@ -95,7 +89,7 @@ def run_suites(
         "-o", "addopts=", "--strict-markers",
         str(SUITES),
         "--hosts=" + ",".join(f"ansible://{h}" for h in hosts),
-        f"--ansible-inventory={source}",
+        f"--ansible-inventory={inventory}",
         f"--junitxml={junit}",
     ]
     if n > 1:
@@ -103,7 +97,7 @@ def run_suites(
     env = dict(os.environ if env is None else env)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("ANSIBLE_CONFIG", str(REPO / "ansible.cfg"))
-    env["ANSIBLE_INVENTORY"] = str(source)
+    env["ANSIBLE_INVENTORY"] = str(inventory)
     start = time.monotonic()
     proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log_file.write_text(proc.stdout, encoding="utf-8")
