@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 step.detail += " (the rerun must change nothing)"
                 ok = False
         if ok and not args.no_infra:
-            infra = lablib.run_testinfra(inventory)
+            infra = lablib.run_testinfra(inventory, f"{mode}-testinfra")
             steps[5].seconds = infra.seconds
             steps[5].status = "ran" if infra.rc == 0 else "failed"
             steps[5].detail = ", ".join(f"{n} {k}" for k, n in infra.counts.items())
