@@ -10,6 +10,18 @@ Figures and where they come from:
   baseboards carry NVSwitch; PCIe cards L40S, L4 and A10G have no NVLink).
 * MIG profiles per GPU: :mod:`gpufleet.mig`, checked in the tests against the
   GPU operator's default mig-parted configuration.
+* Memory bandwidth and dense tensor throughput (no sparsity), per GPU: the
+  NVIDIA datasheets of H100 SXM5 (3.35 TB/s; FP16/BF16 989, FP8 1,979, INT8
+  1,979 TFLOPS/TOPS; Hopper has no INT4 tensor path), H200 SXM (4.8 TB/s, the
+  same compute as H100 SXM), A100 40 GB SXM4 (1,555 GB/s) and 80 GB SXM4
+  (2,039 GB/s; FP16 312, INT8 624, INT4 1,248; no FP8), L40S (864 GB/s; FP16
+  362, FP8 733, INT8 733, INT4 733), L4 (300 GB/s; FP16 121, FP8 242, INT8
+  242) and A10 (600 GB/s; FP16 125, INT8 250, INT4 500; AWS's A10G is the A10
+  part, its clocks may differ). The datasheets print sparse figures first;
+  these are the dense ones (half). 0 means the GPU has no tensor path at that
+  precision. The performance model (gpufleet/economics/perf.py) reads them.
+* Prices are not here: owned and cloud prices, with their sources and dates,
+  are in gpufleet/economics/prices.yaml.
 * Instance types: the "Accelerated computing" and "General purpose"
   specifications pages of the Amazon EC2 User Guide (GPUs, vCPUs, memory,
   maximum EFA interfaces). Only the types listed here are accepted in a node
@@ -31,29 +43,27 @@ class Accelerator:
     fp8: bool  # hardware FP8 tensor cores (Hopper, Ada)
     mig: bool
     pci_device_ids: tuple[str, ...]  # vendor 10de, as lspci -nn shows them
-    hourly_usd: float  # list price of one GPU-hour, for cost dashboards (on-demand, see COST_SOURCE)
+    hbm_gbps: float = 0.0  # memory bandwidth, GB/s (10^9 bytes)
+    tflops: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # dense FP16, FP8, INT8, INT4 tensor TFLOPS/TOPS
 
     @property
     def memory_gib(self) -> float:
         return self.memory_mib / 1024
 
-
-COST_SOURCE = (
-    "GPU-hour list prices derived from AWS on-demand prices in us-east-1 "
-    "(instance price / GPUs per instance): p5.48xlarge, p5e.48xlarge, "
-    "p4d.24xlarge, p4de.24xlarge, g6e.12xlarge, g6.xlarge, g5.xlarge"
-)
+    def dense_tflops(self, precision: str) -> float:
+        """Dense tensor throughput at ``fp16``, ``fp8``, ``int8`` or ``int4`` (0 when unsupported)."""
+        return self.tflops[("fp16", "fp8", "int8", "int4").index(precision)]
 
 ACCELERATORS: dict[str, Accelerator] = {
     a.id: a
     for a in (
-        Accelerator("h100-80gb", "NVIDIA H100 SXM5 80GB", 81559, 900, True, True, True, ("2330",), 6.88),
-        Accelerator("h200-141gb", "NVIDIA H200 SXM 141GB", 143771, 900, True, True, True, ("2335",), 7.91),
-        Accelerator("a100-40gb", "NVIDIA A100 SXM4 40GB", 40960, 600, True, False, True, ("20b0",), 4.10),
-        Accelerator("a100-80gb", "NVIDIA A100 SXM4 80GB", 81920, 600, True, False, True, ("20b2",), 5.12),
-        Accelerator("l40s", "NVIDIA L40S 48GB", 46068, 0, False, True, False, ("26b9",), 2.62),
-        Accelerator("l4", "NVIDIA L4 24GB", 23034, 0, False, True, False, ("27b8",), 0.80),
-        Accelerator("a10g", "NVIDIA A10G 24GB", 23028, 0, False, False, False, ("2237",), 1.01),
+        Accelerator("h100-80gb", "NVIDIA H100 SXM5 80GB", 81559, 900, True, True, True, ("2330",), 3350, (989, 1979, 1979, 0)),
+        Accelerator("h200-141gb", "NVIDIA H200 SXM 141GB", 143771, 900, True, True, True, ("2335",), 4800, (989, 1979, 1979, 0)),
+        Accelerator("a100-40gb", "NVIDIA A100 SXM4 40GB", 40960, 600, True, False, True, ("20b0",), 1555, (312, 0, 624, 1248)),
+        Accelerator("a100-80gb", "NVIDIA A100 SXM4 80GB", 81920, 600, True, False, True, ("20b2",), 2039, (312, 0, 624, 1248)),
+        Accelerator("l40s", "NVIDIA L40S 48GB", 46068, 0, False, True, False, ("26b9",), 864, (362, 733, 733, 733)),
+        Accelerator("l4", "NVIDIA L4 24GB", 23034, 0, False, True, False, ("27b8",), 300, (121, 242, 242, 0)),
+        Accelerator("a10g", "NVIDIA A10G 24GB", 23028, 0, False, False, False, ("2237",), 600, (125, 0, 250, 500)),
     )
 }
 

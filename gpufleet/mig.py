@@ -106,3 +106,86 @@ def mig_parted_config(layouts: Mapping[str, list[dict]], gpu_count: int | None =
                 entries.append({"devices": rest, "mig-enabled": False})
         configs[name] = entries or [{"devices": "all", "mig-enabled": False}]
     return {"version": "v1", "mig-configs": configs}
+
+
+# --------------------------------------------------------------- exact placement
+#
+# Where each GPU instance profile may start, in memory slices (0-7), as the
+# NVIDIA Multi-Instance GPU User Guide lists them for A100 and H100/H200
+# ("Supported MIG Profiles", the placement column that `nvidia-smi mig -lgipp`
+# prints as {starts}:size). The 40 GB, 80 GB and 141 GB parts share the same
+# geometry; only the memory in the names differs.
+_STARTS_BY_SHAPE: dict[tuple[int, int], tuple[int, ...]] = {
+    # (compute slices, memory slices) -> allowed start slices
+    (1, 1): (0, 1, 2, 3, 4, 5, 6),
+    (1, 2): (0, 2, 4, 6),
+    (2, 2): (0, 2, 4),
+    (3, 4): (0, 4),
+    (4, 4): (0,),
+    (7, 8): (0,),
+}
+
+
+def placement(accelerator: str, profiles: Mapping[str, int]) -> dict[str, list[int]] | None:
+    """Start slices for every instance of ``profiles`` on one GPU, or None when they cannot all be placed.
+
+    Exact under NVIDIA's placement rules (above) and the 7 compute slices. On
+    the profile tables in this module it accepts exactly the layouts that
+    :func:`layout_problems` accepts (a test checks every combination), so the
+    slice-count check is exact too; this gives the start slices as well.
+    """
+    table = MIG_PROFILES.get(accelerator)
+    if table is None or any(p not in table for p in profiles):
+        return None
+    if sum(table[p].compute * n for p, n in profiles.items()) > COMPUTE_SLICES:
+        return None
+    if any(n > table[p].max_per_gpu for p, n in profiles.items()):
+        return None
+    items = sorted((p for p, n in profiles.items() for _ in range(n)), key=lambda p: (-table[p].memory_slices, p))
+    starts: list[int] = []
+
+    def fit(i: int, used: int) -> bool:
+        if i == len(items):
+            return True
+        prof = table[items[i]]
+        for s in _STARTS_BY_SHAPE[(prof.compute, prof.memory_slices)]:
+            mask = ((1 << prof.memory_slices) - 1) << s
+            if s + prof.memory_slices <= MEMORY_SLICES and not used & mask:
+                starts.append(s)
+                if fit(i + 1, used | mask):
+                    return True
+                starts.pop()
+        return False
+
+    if not fit(0, 0):
+        return None
+    out: dict[str, list[int]] = {}
+    for p, s in zip(items, starts):
+        out.setdefault(p, []).append(s)
+    return out
+
+
+def gpu_layouts(accelerator: str, maximal: bool = True) -> list[dict[str, int]]:
+    """Every layout of one GPU that NVIDIA's placement rules allow (profile -> count).
+
+    With ``maximal`` only those to which no further instance can be added
+    (a layout with room left over is never cheaper than one without).
+    """
+    import itertools
+
+    table = MIG_PROFILES.get(accelerator)
+    if table is None:
+        return []
+    names = sorted(table)
+    valid: list[dict[str, int]] = []
+    for counts in itertools.product(*(range(table[n].max_per_gpu + 1) for n in names)):
+        layout = {n: k for n, k in zip(names, counts) if k}
+        if layout and placement(accelerator, layout) is not None:
+            valid.append(layout)
+    if not maximal:
+        return valid
+
+    def grows(layout: dict[str, int]) -> bool:
+        return any(placement(accelerator, {**layout, n: layout.get(n, 0) + 1}) is not None for n in names)
+
+    return [layout for layout in valid if not grows(layout)]

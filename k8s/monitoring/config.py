@@ -12,7 +12,10 @@ from typing import Any
 
 from k8s.core import deep_merge
 
+from gpufleet.economics.prices import dashboard_prices
 from k8s import versions
+
+_PRICES = dashboard_prices()
 
 CONFIG: dict[str, Any] = {
     # --- kube-prometheus-stack -------------------------------------------------
@@ -134,25 +137,23 @@ CONFIG: dict[str, Any] = {
     # Hourly price of one GPU, in USD, per accelerator (the names the fleet
     # description and gpufleet/catalog.py use) and per site kind. `model_regex`
     # matches the `modelName` label dcgm-exporter puts on every GPU series.
-    #
-    # Where the figures come from:
-    # - aws: the EC2 on-demand Linux price in us-east-1 of the instance type
-    #   that carries the accelerator, divided by its GPU count (p5.48xlarge,
-    #   p5e.48xlarge, p4d.24xlarge, p4de.24xlarge, g6e.12xlarge, g6.xlarge,
-    #   g5.xlarge), from the public EC2 pricing page; the same list prices as
-    #   gpufleet/catalog.py (a test keeps the two equal). Capacity blocks,
-    #   savings plans and other regions differ: put negotiated figures here.
-    # - datacenter: planning estimates of owned hardware, the server's purchase
-    #   price per GPU written off over 48 months plus power and colocation.
-    #   Replace them with your finance team's numbers.
+    # The figures are not kept here: they come from gpufleet/economics/prices.yaml,
+    # the one reviewed price file the planner and `gpufleet optimize` read too
+    # (with its sources and dates). `aws` is the cheapest on-demand GPU-hour of
+    # an instance carrying the accelerator in the reference region; `datacenter`
+    # is the owned server's committed GPU-hour (purchase written off, power,
+    # colocation).
     "gpu_prices_usd_per_hour": {
-        "h100-80gb": {"model_regex": "NVIDIA H100.*80GB.*|NVIDIA H100 PCIe", "aws": 6.88, "datacenter": 1.60},
-        "h200-141gb": {"model_regex": "NVIDIA H200.*", "aws": 7.91, "datacenter": 1.90},
-        "a100-40gb": {"model_regex": "NVIDIA A100.*40GB.*", "aws": 4.10, "datacenter": 0.80},
-        "a100-80gb": {"model_regex": "NVIDIA A100.*80GB.*", "aws": 5.12, "datacenter": 1.00},
-        "l40s": {"model_regex": "NVIDIA L40S.*", "aws": 2.62, "datacenter": 0.60},
-        "l4": {"model_regex": "NVIDIA L4", "aws": 0.80, "datacenter": 0.25},
-        "a10g": {"model_regex": "NVIDIA A10G", "aws": 1.01, "datacenter": 0.30},
+        accel: {"model_regex": regex, **_PRICES[accel]}
+        for accel, regex in {
+            "h100-80gb": "NVIDIA H100.*80GB.*|NVIDIA H100 PCIe",
+            "h200-141gb": "NVIDIA H200.*",
+            "a100-40gb": "NVIDIA A100.*40GB.*",
+            "a100-80gb": "NVIDIA A100.*80GB.*",
+            "l40s": "NVIDIA L40S.*",
+            "l4": "NVIDIA L4",
+            "a10g": "NVIDIA A10G",
+        }.items()
     },
 }
 

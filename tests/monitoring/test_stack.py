@@ -81,15 +81,18 @@ def test_config_override_and_unknown_site() -> None:
         build(FLEET, "nowhere")
 
 
-def test_aws_prices_match_the_catalogue() -> None:
+def test_prices_are_the_economics_price_file() -> None:
     from gpufleet.catalog import ACCELERATORS
+    from gpufleet.economics.prices import default_prices
 
     from k8s.monitoring import CONFIG
 
     prices = CONFIG["gpu_prices_usd_per_hour"]
     assert set(prices) == set(ACCELERATORS)
+    p = default_prices()
     for accel, entry in prices.items():
-        assert entry["aws"] == ACCELERATORS[accel].hourly_usd, accel
+        assert entry["aws"] == round(p.reference_gpu_usd_per_hour(accel), 2), accel
+        assert entry["datacenter"] == round(p.owned_usd_per_gpu_hour(accel), 2), accel
         assert 0 < entry["datacenter"] < entry["aws"], accel
 
 
