@@ -107,6 +107,12 @@ def render(
     print(f"{out}/plan.json, {out}/plan.md")
 
 
+from gpufleet.economics import cli as _economics  # noqa: E402
+
+app.command("optimize")(_economics.optimize)
+app.command("calibrate")(_economics.calibrate)
+
+
 if importlib.util.find_spec("gpufleet.baremetal") is not None:
     from gpufleet.baremetal.cli import app as _baremetal_app
 
