@@ -62,12 +62,22 @@ def validate(fleet: FleetOpt = DEFAULT_FLEET) -> None:
 def plan(
     fleet: FleetOpt = DEFAULT_FLEET,
     fmt: Annotated[Format, typer.Option("--format", help="table for a terminal, markdown for a pull-request comment, json for tools.")] = Format.table,
+    base: Annotated[str | None, typer.Option("--base", help="A git ref: add what changed since it (sites, pools, servers, queues, models, MIG layouts) and the cost difference.")] = None,
 ) -> None:
-    """Show, per site, what each engine will do."""
-    from gpufleet.plan import build_plan
+    """Show, per site, what each engine will do, and what it costs a month."""
+    from gpufleet.plan import build_plan, changes_since, plan_cost
     from gpufleet.report import print_table, to_json, to_markdown
 
-    p = build_plan(_load(fleet))
+    f = _load(fleet)
+    p = build_plan(f)
+    try:
+        p["cost"] = plan_cost(f)
+        if base:
+            p["changes"] = changes_since(f, base)
+    except FleetError as exc:
+        for problem in exc.problems:
+            _err().print(str(problem), markup=False)
+        raise typer.Exit(2) from None
     if fmt is Format.json:
         sys.stdout.write(to_json(p))
     elif fmt is Format.markdown:

@@ -8,6 +8,7 @@ pull-request comment.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from gpufleet import __version__
@@ -149,3 +150,123 @@ def build_plan(fleet: Fleet) -> dict[str, Any]:
         "models": models,
         "residency": [{"data_class": r.data_class, "sites": list(r.sites), "description": r.description} for r in fleet.residency],
     }
+
+
+# ------------------------------------------------------------------- economics
+
+
+def plan_cost(fleet: Fleet, demand_path: str | Path | None = None) -> dict[str, Any] | None:
+    """Monthly cost per site and owned-GPU utilisation of the fleet as described
+    (gpufleet.economics.costing), against demand.yaml beside fleet.yaml when there."""
+    from gpufleet.economics.costing import as_described
+    from gpufleet.economics.demand import load_demand
+    from gpufleet.economics.prices import default_prices
+
+    path = Path(demand_path) if demand_path else Path(fleet.path).parent / "demand.yaml"
+    demand = load_demand(path, fleet) if path.is_file() else None
+    cost = as_described(fleet, default_prices(), demand)
+    cost["demand"] = str(path) if demand else None
+    return cost
+
+
+def _fleet_facts(fleet: Fleet) -> dict[str, dict[str, Any]]:
+    facts: dict[str, dict[str, Any]] = {"sites": {}, "pools": {}, "servers": {}, "queues": {}, "models": {}, "mig_layouts": {}}
+    for s in fleet.sites:
+        facts["sites"][s.name] = f"{s.kind} {s.region or s.spec.location}"
+        for p in s.node_pools:
+            facts["pools"][f"{s.name}/{p.name}"] = f"{'/'.join(p.instance_types)} {p.capacity_type} {p.min_size}-{p.max_size}"
+        for srv in s.servers:
+            facts["servers"][f"{s.name}/{srv.name}"] = f"{srv.spec.server_class}" + (f", {srv.spec.gpu_count} x {srv.spec.accelerator}" if srv.spec.gpu_count else "")
+            if srv.spec.mig_layout:
+                facts["mig_layouts"][f"{s.name}/{srv.name}"] = srv.mig_config
+    for q in fleet.queues:
+        facts["queues"][q.name] = f"sites {', '.join(q.queue.sites)}; quota " + ", ".join(f"{n} x {a}" for a, n in sorted(q.queue.quota.items()))
+    for m in fleet.models:
+        p = m.placement
+        place = f"MIG {p.mig_profile} of {p.accelerator}" if p.mig_profile else f"{p.gpus} x {p.accelerator}"
+        facts["models"][m.name] = f"{place}, {m.quantization}, {m.replicas} replicas at {', '.join(m.sites)}"
+    return facts
+
+
+def diff_fleets(base: Fleet, head: Fleet) -> dict[str, list[dict[str, Any]]]:
+    """What changed from ``base`` to ``head``: per kind, the added, removed and changed entries."""
+    a, b = _fleet_facts(base), _fleet_facts(head)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for kind in a:
+        rows = []
+        for key in sorted(set(a[kind]) | set(b[kind])):
+            old, new = a[kind].get(key), b[kind].get(key)
+            if old == new:
+                continue
+            rows.append({"name": key, "change": "added" if old is None else "removed" if new is None else "changed", "before": old, "after": new})
+        out[kind] = rows
+    return out
+
+
+def load_base(fleet: Fleet, ref: str) -> tuple[Fleet, str]:
+    """The fleet as it was at git ref ``ref`` (the files read with ``git archive`` into a temporary folder)."""
+    import subprocess
+    import tarfile
+    import tempfile
+
+    from gpufleet.errors import FleetError, Problem
+    from gpufleet.model import load_fleet
+
+    root = Path(fleet.root).resolve()
+    top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    if top.returncode != 0:
+        raise FleetError([Problem(str(fleet.path), "", f"--base {ref}: not inside a git repository ({top.stderr.strip()})")])
+    repo = Path(top.stdout.strip())
+    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], capture_output=True, text=True)
+    if sha.returncode != 0:
+        raise FleetError([Problem(str(fleet.path), "", f"--base {ref}: no such commit")])
+    commit = sha.stdout.strip()
+    tmp = Path(tempfile.mkdtemp(prefix="gpufleet-base-"))
+    rel_root = root.relative_to(repo)
+    parts = [str(rel_root / Path(fleet.path).resolve().parent.relative_to(root))] + sorted({str(rel_root / str(s.spec.inventory)) for s in fleet.sites if s.spec.inventory})
+    with tempfile.TemporaryFile() as fh:
+        proc = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit, "--", *[p.removeprefix("./") for p in parts]], stdout=fh, stderr=subprocess.PIPE)
+        if proc.returncode != 0:
+            # an inventory that did not exist at the base: take what there is
+            proc = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit, "--", parts[0].removeprefix("./")], stdout=fh, stderr=subprocess.PIPE)
+            if proc.returncode != 0:
+                raise FleetError([Problem(str(fleet.path), "", f"--base {ref}: {proc.stderr.decode(errors='replace').strip()}")])
+        fh.seek(0)
+        with tarfile.open(fileobj=fh) as tar:
+            tar.extractall(tmp, filter="data")
+    base_fleet = tmp / rel_root / Path(fleet.path).resolve().relative_to(root)
+    try:
+        return load_fleet(base_fleet), commit
+    except FleetError as exc:
+        raise FleetError([Problem(f"{ref}:{p.file.replace(str(tmp) + '/', '')}", p.path, p.message) for p in exc.problems]) from None
+
+
+def changes_since(fleet: Fleet, ref: str) -> dict[str, Any]:
+    import shutil
+
+    base, commit = load_base(fleet, ref)
+    try:
+        diff = diff_fleets(base, fleet)
+        head_cost = plan_cost(fleet)
+        from gpufleet.errors import FleetError
+
+        try:  # the base priced against today's demand, so the difference is the fleet's
+            base_cost = plan_cost(base, Path(fleet.path).parent / "demand.yaml")
+        except FleetError:
+            base_cost = plan_cost(base)
+    finally:
+        shutil.rmtree(Path(base.root), ignore_errors=True)
+    return {
+        "ref": ref,
+        "commit": commit,
+        "diff": diff,
+        "cost_usd_per_month": {"base": base_cost["total_usd_per_month"], "head": head_cost["total_usd_per_month"], "difference": round(head_cost["total_usd_per_month"] - base_cost["total_usd_per_month"], 2)},
+        "owned_gpu_utilisation": {"base": base_cost["owned_gpu_utilisation"], "head": head_cost["owned_gpu_utilisation"]},
+        "sites": _site_cost_diff(base_cost, head_cost),
+    }
+
+
+def _site_cost_diff(base: dict[str, Any], head: dict[str, Any]) -> list[dict[str, Any]]:
+    b = {s["site"]: s["usd_per_month"] for s in base["sites"]}
+    h = {s["site"]: s["usd_per_month"] for s in head["sites"]}
+    return [{"site": s, "base": b.get(s, 0.0), "head": h.get(s, 0.0), "difference": round(h.get(s, 0.0) - b.get(s, 0.0), 2)} for s in sorted(set(b) | set(h))]

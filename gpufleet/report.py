@@ -63,6 +63,38 @@ def print_table(plan: dict[str, Any], console: Console) -> None:
     console.print(Panel(Group(*stacks), title="What each stack declares", title_align="left"))
     for r in plan["residency"]:
         console.print(f"Residency: [bold]{r['data_class']}[/bold] data only at {', '.join(r['sites'])}")
+    if plan.get("cost"):
+        c = plan["cost"]
+        cost = Table(title="Cost per month (prices: gpufleet/economics/prices.yaml)", title_justify="left")
+        for col in ("site", "owned (committed)", "cloud", "total"):
+            cost.add_column(col)
+        for s in c["sites"]:
+            cost.add_row(s["site"], _usd(s["owned_usd_per_month"]), _usd(s["cloud_usd_per_month"]), _usd(s["usd_per_month"]))
+        cost.add_row("all", _usd(c["owned_usd_per_month"]), _usd(c["cloud_usd_per_month"]), _usd(c["total_usd_per_month"]))
+        console.print(cost)
+        console.print(f"Owned GPUs used: {c['owned_gpu_utilisation']:.0%}" + (f" (demand: {c['demand']})" if c.get("demand") else " (no demand file: serving only)"))
+        for u in c.get("unmet") or []:
+            console.print(f"[red]demand not met:[/red] {u}")
+    if plan.get("changes"):
+        for line in _changes_lines(plan["changes"]):
+            console.print(line, markup=False)
+
+
+def _usd(v: float) -> str:
+    return f"${v:,.0f}"
+
+
+def _signed(v: float) -> str:
+    return f"{'+' if v > 0 else '-' if v < 0 else '±'}${abs(v):,.0f}"
+
+
+def _changes_lines(ch: dict[str, Any]) -> list[str]:
+    c = ch["cost_usd_per_month"]
+    out = [f"Since {ch['ref']} ({ch['commit'][:12]}): cost {_usd(c['base'])} -> {_usd(c['head'])} per month ({_signed(c['difference'])})"]
+    for kind, rows in ch["diff"].items():
+        for r in rows:
+            out.append(f"  {kind}: {r['change']} {r['name']}" + (f": {r['before']} -> {r['after']}" if r["change"] == "changed" else f": {r['after'] or r['before']}"))
+    return out
 
 
 def _mermaid_id(name: str) -> str:
@@ -109,6 +141,32 @@ def to_markdown(plan: dict[str, Any]) -> str:
     for s in plan["sites"]:
         out.append(f"- **{s['name']}** ({s['stack']['engine']})")
         out += [f"  - {d}" for d in s["stack"]["declares"]]
+    if plan.get("cost"):
+        c = plan["cost"]
+        out += ["", "### Cost per month", "", "| site | owned (committed) | cloud | total |", "|---|---:|---:|---:|"]
+        out += [f"| `{s['site']}` | {_usd(s['owned_usd_per_month'])} | {_usd(s['cloud_usd_per_month'])} | {_usd(s['usd_per_month'])} |" for s in c["sites"]]
+        out.append(f"| **all** | {_usd(c['owned_usd_per_month'])} | {_usd(c['cloud_usd_per_month'])} | **{_usd(c['total_usd_per_month'])}** |")
+        out += ["", f"Owned GPUs used: **{c['owned_gpu_utilisation']:.0%}**" + (f" against `{c['demand']}`." if c.get("demand") else " (no demand file: serving only).")]
+        out += [f"- demand not met: {u}" for u in c.get("unmet") or []]
+    if plan.get("changes"):
+        ch = plan["changes"]
+        c = ch["cost_usd_per_month"]
+        out += ["", f"### Changes since `{ch['ref']}` (`{ch['commit'][:12]}`)", ""]
+        out += [f"Cost: {_usd(c['base'])} → {_usd(c['head'])} per month (**{_signed(c['difference'])}**); owned GPUs used: {ch['owned_gpu_utilisation']['base']:.0%} → {ch['owned_gpu_utilisation']['head']:.0%}.", ""]
+        moved = [s for s in ch["sites"] if s["difference"]]
+        if moved:
+            out += ["| site | before | after | difference |", "|---|---:|---:|---:|"]
+            out += [f"| `{s['site']}` | {_usd(s['base'])} | {_usd(s['head'])} | {_signed(s['difference'])} |" for s in moved]
+        any_rows = False
+        for kind, rows in ch["diff"].items():
+            if not rows:
+                continue
+            if not any_rows:
+                out += ["", "| what | name | change | before | after |", "|---|---|---|---|---|"]
+                any_rows = True
+            out += [f"| {kind.replace('_', ' ')} | `{r['name']}` | {r['change']} | {r['before'] or '-'} | {r['after'] or '-'} |" for r in rows]
+        if not any_rows:
+            out += ["", "No change to sites, pools, servers, queues, models or MIG layouts."]
     if plan["residency"]:
         out += ["", "### Data residency", ""]
         out += [f"- `{r['data_class']}` only at {', '.join(f'`{x}`' for x in r['sites'])}" + (f": {r['description']}" if r["description"] else "") for r in plan["residency"]]
