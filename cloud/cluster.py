@@ -13,6 +13,14 @@
   that rotates yearly.
 * Control-plane logs go to a log group created beforehand, so its retention is
   ours rather than "never expire".
+* cluster-autoscaler (:mod:`k8s.autoscaler`) gets AWS credentials through EKS
+  Pod Identity: an IAM role that only the ServiceAccount
+  ``kube-system/cluster-autoscaler`` of this cluster can assume (a pod
+  identity association), with the permissions of cluster-autoscaler's
+  "full features" policy (cloudprovider/aws/README.md at
+  cluster-autoscaler-1.33.x). Changing a group's size or terminating its
+  instances is allowed only on Auto Scaling groups tagged
+  ``k8s.io/cluster-autoscaler/<this cluster>=owned`` (cloud/nodepools.py).
 """
 
 from __future__ import annotations
@@ -28,6 +36,39 @@ from gpufleet.schema import ClusterConfig
 
 CLUSTER_ADMIN_POLICY = "arn:{partition}:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 LOG_RETENTION_DAYS = 90
+# The ServiceAccount k8s/autoscaler.py runs cluster-autoscaler as.
+AUTOSCALER_NAMESPACE = "kube-system"
+AUTOSCALER_SERVICE_ACCOUNT = "cluster-autoscaler"
+AUTOSCALER_READ_ACTIONS = (
+    "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribeAutoScalingInstances",
+    "autoscaling:DescribeLaunchConfigurations",
+    "autoscaling:DescribeScalingActivities",
+    "ec2:DescribeImages",
+    "ec2:DescribeInstanceTypes",
+    "ec2:DescribeLaunchTemplateVersions",
+    "ec2:GetInstanceTypesFromInstanceRequirements",
+    "eks:DescribeNodegroup",
+)
+AUTOSCALER_WRITE_ACTIONS = ("autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup")
+
+
+def autoscaler_policy(cluster_name: str) -> str:
+    """cluster-autoscaler's IAM policy; writes only to this cluster's tagged groups."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": list(AUTOSCALER_READ_ACTIONS), "Resource": "*"},
+                {
+                    "Effect": "Allow",
+                    "Action": list(AUTOSCALER_WRITE_ACTIONS),
+                    "Resource": "*",
+                    "Condition": {"StringEquals": {f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cluster_name}": "owned"}},
+                },
+            ],
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -172,6 +213,28 @@ class Cluster(pulumi.ComponentResource):
                 access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
                 opts=ctx.opts(self, depends_on=[entry]),
             )
+
+        # cluster-autoscaler's AWS identity (EKS Pod Identity; the agent is a managed add-on).
+        self.autoscaler_role = aws.iam.Role(
+            f"{name}-autoscaler",
+            assume_role_policy=_assume_role_policy("pods.eks.amazonaws.com"),
+            description=f"cluster-autoscaler of {args.name}",
+            opts=ctx.opts(self),
+        )
+        aws.iam.RolePolicy(
+            f"{name}-autoscaler",
+            role=self.autoscaler_role.id,
+            policy=autoscaler_policy(args.name),
+            opts=ctx.opts(self),
+        )
+        self.autoscaler_identity = aws.eks.PodIdentityAssociation(
+            f"{name}-autoscaler",
+            cluster_name=self.eks.name,
+            namespace=AUTOSCALER_NAMESPACE,
+            service_account=AUTOSCALER_SERVICE_ACCOUNT,
+            role_arn=self.autoscaler_role.arn,
+            opts=ctx.opts(self),
+        )
 
         self.security_group_id = self.eks.vpc_config.apply(lambda v: v.cluster_security_group_id)
         self.kubeconfig = pulumi.Output.secret(

@@ -34,11 +34,33 @@ Every pool gets its own launch template:
 
 GPU pools use the NVIDIA AMI type pinned in :mod:`cloud.versions`, are tainted
 ``nvidia.com/gpu=true:NoSchedule`` and labelled with site, pool and
-accelerator, so only workloads that ask for a GPU land on them.
+accelerator, so only workloads that ask for a GPU land on them. They also
+carry ``k8s.amazonaws.com/accelerator``, the label cluster-autoscaler's AWS
+provider reads as "this node has GPUs" (``GPULabel``,
+cloudprovider/aws/aws_cloud_provider.go), so it waits for the device plugin
+instead of adding more nodes while a new node's GPUs are not yet advertised.
+
+Scaling: cluster-autoscaler (:mod:`k8s.autoscaler`) grows and shrinks each
+pool between ``minSize`` and ``maxSize`` by setting its Auto Scaling group's
+desired capacity. It finds the groups by the tags
+``k8s.io/cluster-autoscaler/enabled`` and ``k8s.io/cluster-autoscaler/<cluster>``
+(``--node-group-auto-discovery``), and to scale a pool up *from zero* it
+builds the node it would get from the group's ``node-template`` tags: labels
+(``.../node-template/label/<key>``), taints (``.../node-template/taint/<key>``
+= ``value:Effect``) and extended resources (``.../node-template/resources/<name>``,
+here the GPUs and the EFA interfaces), beside the CPU, memory and GPU count of
+the instance type (``buildNodeFromTemplate``, ``extractLabelsFromAsg``,
+``extractTaintsFromAsg``, ``extractAllocatableResourcesFromAsg`` in
+cloudprovider/aws/aws_manager.go at cluster-autoscaler-1.33.x). EKS does not
+copy a managed node group's tags to its Auto Scaling group, so the tags are
+set on the group itself (``aws.autoscaling.Tag``, not propagated to
+instances). :func:`autoscaler_node_template` is the one description of that
+node, used for the tags and by the federation lab's cluster-autoscaler.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 
@@ -54,6 +76,12 @@ GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}
 LABEL_SITE = "gpufleet.io/site"
 LABEL_POOL = "gpufleet.io/pool"
 LABEL_ACCELERATOR = "gpufleet.io/accelerator"
+# cluster-autoscaler's AWS GPU label (aws_cloud_provider.go GPULabel).
+LABEL_CA_ACCELERATOR = "k8s.amazonaws.com/accelerator"
+GPU_RESOURCE = "nvidia.com/gpu"
+EFA_RESOURCE = "vpc.amazonaws.com/efa"
+CA_TAG_PREFIX = "k8s.io/cluster-autoscaler/"
+CA_TAG_ENABLED = CA_TAG_PREFIX + "enabled"
 
 _EFFECTS = {"NoSchedule": "NO_SCHEDULE", "NoExecute": "NO_EXECUTE", "PreferNoSchedule": "PREFER_NO_SCHEDULE"}
 _CAPACITY_TYPES = {"on-demand": "ON_DEMAND", "reserved": "ON_DEMAND", "spot": "SPOT", "capacity-block": "CAPACITY_BLOCK"}
@@ -80,6 +108,7 @@ class NodePoolArgs:
     zones: tuple[str, ...]
     accelerator: str | None
     efa_interfaces: int
+    gpus_per_node: int = 0
     labels: dict[str, str] = field(default_factory=dict)
     taints: tuple[dict[str, str], ...] = ()
 
@@ -114,6 +143,7 @@ class NodePoolArgs:
         labels = {LABEL_SITE: site, LABEL_POOL: pool.name}
         if pool.accelerator:
             labels[LABEL_ACCELERATOR] = pool.accelerator
+            labels[LABEL_CA_ACCELERATOR] = pool.accelerator
         labels.update(pool.labels)
         taints = [{"key": t.key, "value": t.value, "effect": t.effect} for t in pool.taints]
         if pool.accelerator and not any(t["key"] == GPU_TAINT["key"] for t in taints):
@@ -130,9 +160,55 @@ class NodePoolArgs:
             zones=tuple(zones),
             accelerator=pool.accelerator,
             efa_interfaces=pool.efa_interfaces,
+            gpus_per_node=pool.gpus_per_node,
             labels=labels,
             taints=tuple(taints),
         )
+
+
+@dataclass(frozen=True)
+class NodeTemplate:
+    """The node cluster-autoscaler expects a pool to add: what it checks pending pods against."""
+
+    labels: dict[str, str]
+    taints: tuple[dict[str, str], ...]
+    resources: dict[str, str]  # extended resources beyond the instance type's CPU and memory
+
+
+def autoscaler_node_template(args: NodePoolArgs) -> NodeTemplate:
+    resources: dict[str, str] = {}
+    if args.gpus_per_node:
+        resources[GPU_RESOURCE] = str(args.gpus_per_node)
+    if args.efa_interfaces:
+        resources[EFA_RESOURCE] = str(args.efa_interfaces)
+    return NodeTemplate(labels=dict(args.labels), taints=tuple(dict(t) for t in args.taints), resources=resources)
+
+
+def autoscaler_discovery_tags(cluster_name: str) -> dict[str, str]:
+    """The tags ``--node-group-auto-discovery=asg:tag=<enabled>,<cluster>`` finds a pool's group by.
+    ("owned" is the value EKS itself gives the cluster tag.)"""
+    return {CA_TAG_ENABLED: "true", CA_TAG_PREFIX + cluster_name: "owned"}
+
+
+def autoscaler_template_tags(args: NodePoolArgs) -> dict[str, str]:
+    """The ``node-template`` tags cluster-autoscaler builds a pool's node from when it has none."""
+    template = autoscaler_node_template(args)
+    tags: dict[str, str] = {}
+    for key, value in template.labels.items():
+        tags[f"{CA_TAG_PREFIX}node-template/label/{key}"] = value
+    for t in template.taints:
+        tags[f"{CA_TAG_PREFIX}node-template/taint/{t['key']}"] = f"{t['value']}:{t['effect']}"
+    for name, value in template.resources.items():
+        tags[f"{CA_TAG_PREFIX}node-template/resources/{name}"] = value
+    return tags
+
+
+def _first_asg_name(resources) -> str | None:
+    for res in resources or []:
+        for group in res.autoscaling_groups or []:
+            if group.name:
+                return group.name
+    return None
 
 
 class NodeRole(pulumi.ComponentResource):
@@ -286,4 +362,22 @@ class NodePool(pulumi.ComponentResource):
                 ignore_changes=["scalingConfig.desiredSize"],
             ),
         )
+        # cluster-autoscaler's discovery and scale-from-zero tags, on the node group's
+        # Auto Scaling group (EKS does not copy node group tags there).
+        asg_name = self.node_group.resources.apply(_first_asg_name)
+        tags: list[tuple[str, pulumi.Input[str], str]] = [
+            ("ca-enabled", CA_TAG_ENABLED, "true"),
+            ("ca-cluster", pulumi.Output.from_input(cluster_name).apply(lambda n: CA_TAG_PREFIX + n), "owned"),
+        ]
+        # Named after the key, so adding or removing one tag leaves the others alone.
+        tags += [(f"ca-{hashlib.sha256(k.encode()).hexdigest()[:10]}", k, v) for k, v in sorted(autoscaler_template_tags(args).items())]
+        self.autoscaler_tags = [
+            aws.autoscaling.Tag(
+                f"{name}-{suffix}",
+                autoscaling_group_name=asg_name,
+                tag=aws.autoscaling.TagTagArgs(key=key, value=value, propagate_at_launch=False),
+                opts=ctx.opts(self),
+            )
+            for suffix, key, value in tags
+        ]
         self.register_outputs({"nodeGroupName": self.node_group.node_group_name})

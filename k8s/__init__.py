@@ -9,6 +9,10 @@ order they are listed for review:
 * ``kueue``: the chart and the site's queues (:mod:`k8s.kueue`);
 * ``multikueue``: at the hub, the federated queues (:mod:`k8s.multikueue`);
 * ``trainer``: Kubeflow Trainer and the site's runtime (:mod:`k8s.trainer`);
+* ``dispatcher``: at the hub, the on-prem-first MultiKueue dispatcher; at the
+  workers, the read-only account it reads them with (:mod:`k8s.dispatcher`);
+* ``autoscaler``: cluster-autoscaler at AWS sites (:mod:`k8s.autoscaler`);
+* ``efa``: the EFA device plugin at AWS sites with EFA pools (:mod:`k8s.efa`);
 * then the bundles of the other add-on packages, when present:
   ``k8s.monitoring.build(fleet, site)`` and ``k8s.serving.build(fleet, site)``
   (each may return a bundle, a list of bundles or None).
@@ -65,7 +69,7 @@ def _as_list(result: Any, where: str) -> list[AddonBundle]:
 
 def site_bundles(fleet, site_name: str) -> list[AddonBundle]:
     """Every add-on bundle for ``site_name``."""
-    from k8s import gpu_operator, kueue, multikueue, policy, trainer
+    from k8s import autoscaler, dispatcher, efa, gpu_operator, kueue, multikueue, policy, trainer
 
     try:
         site = fleet.site(site_name)
@@ -79,6 +83,8 @@ def site_bundles(fleet, site_name: str) -> list[AddonBundle]:
         if site.name == fleet.hub:
             bundles.append(multikueue.build(fleet))
         bundles.append(trainer.build(fleet, site))
+        for build in (dispatcher.build, autoscaler.build, efa.build):
+            bundles += _as_list(build(fleet, site), f"{build.__module__}.build")
     except (kueue.KueueError, gpu_operator.GpuOperatorError, policy.PolicyError) as exc:
         raise BundleError(str(exc)) from None
     for module in OPTIONAL_ADDONS:

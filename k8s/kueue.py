@@ -19,10 +19,31 @@ queue does not use, the others in the cohort may borrow (up to each queue's
 Flavors select nodes by ``gpufleet.io/site`` and ``gpufleet.io/accelerator``
 and tolerate the GPU taint (and any pool or server taints), so every pod that
 Kueue admits carries a node selector pinning it to its site: that is what the
-residency admission policy (:mod:`k8s.policy`) checks. Data-centre GPU flavors
-whose servers all carry rack and InfiniBand-block labels use the Topology
-``gpufleet-fabric`` for Topology Aware Scheduling, so a multi-node job can ask
-for one InfiniBand block (``kueue.x-k8s.io/podset-required-topology``).
+residency admission policy (:mod:`k8s.policy`) checks.
+
+Topology Aware Scheduling (TAS) at data centres: *every* data-centre flavor is
+a TAS flavor, whole GPUs and MIG slices alike. Kueue 0.19 treats a workload
+without a topology annotation as "unconstrained TAS" only in a ClusterQueue
+whose flavors are all TAS (``clusterQueue.isTASOnly``,
+pkg/cache/scheduler/clusterqueue.go; ``isTASImplied``,
+pkg/scheduler/flavorassigner/tas_flavorassigner.go); in a queue that mixes TAS
+and non-TAS flavors, ``checkPodSetAndFlavorMatchForTAS`` refuses such a
+workload on the TAS flavor ("supports only TopologyAwareScheduling"). So a
+site's queues are TAS-only: flavors whose servers all carry rack and
+InfiniBand-block labels use the Topology ``gpufleet-fabric`` (a multi-node job
+can ask for one InfiniBand block with ``kueue.x-k8s.io/podset-required-topology:
+gpufleet.io/ib-block``), the others ``gpufleet-hosts`` (host level only).
+Cloud flavors are quota-only (no TAS): TAS places pods on nodes that exist, and
+a cloud pool scaled to zero has none until cluster-autoscaler adds them for
+the pending pods (:mod:`k8s.autoscaler`).
+
+The hub's flavors are TAS flavors of a ``gpufleet-fabric`` Topology too, as in
+upstream's MultiKueue + TAS setup (site/static/examples/multikueue/tas/
+manager-setup.yaml): the manager checks a workload's topology request against
+its own flavor (``checkPodSetAndFlavorMatchForTAS``) before dispatching, and
+delays the placement itself to the worker (``podSetTopologyRequest``,
+``DelayedTopologyRequest``). The hub has no GPU nodes, so its flavors only
+name the accelerator label.
 """
 
 from __future__ import annotations
@@ -47,6 +68,10 @@ LABEL_IB_BLOCK = "gpufleet.io/ib-block"
 LABEL_HOSTNAME = "kubernetes.io/hostname"
 TOPOLOGY = "gpufleet-fabric"
 TOPOLOGY_LEVELS = (LABEL_IB_BLOCK, LABEL_RACK, LABEL_HOSTNAME)
+# Data-centre servers without rack and InfiniBand-block labels: host level only,
+# so that their flavors are TAS flavors too (see the module docstring).
+TOPOLOGY_HOSTS = "gpufleet-hosts"
+TOPOLOGIES = {TOPOLOGY: TOPOLOGY_LEVELS, TOPOLOGY_HOSTS: (LABEL_HOSTNAME,)}
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 # Job kinds Kueue manages at every site.
@@ -195,13 +220,19 @@ def priority_class(ref: QueueRef) -> dict[str, Any]:
     }
 
 
-def topology() -> dict[str, Any]:
+def topology(name: str = TOPOLOGY) -> dict[str, Any]:
     return {
         "apiVersion": versions.KUEUE_API,
         "kind": "Topology",
-        "metadata": _meta(TOPOLOGY),
-        "spec": {"levels": [{"nodeLabel": label} for label in TOPOLOGY_LEVELS]},
+        "metadata": _meta(name),
+        "spec": {"levels": [{"nodeLabel": label} for label in TOPOLOGIES[name]]},
     }
+
+
+def topologies_of(flavors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Topology objects the given flavors name, in a stable order."""
+    used = {f["spec"].get("topologyName") for f in flavors}
+    return [topology(name) for name in TOPOLOGIES if name in used]
 
 
 def mig_flavor_name(accelerator: str) -> str:
@@ -209,14 +240,23 @@ def mig_flavor_name(accelerator: str) -> str:
 
 
 def flavor(site: Site | None, nodes: GpuNodes | None, accelerator: str, mig: bool = False) -> dict[str, Any]:
-    """A ResourceFlavor; at the hub (``site`` None) it only names the accelerator."""
+    """A ResourceFlavor.
+
+    At a data centre it is always a TAS flavor (``gpufleet-fabric`` where every
+    server has rack and InfiniBand-block labels, else ``gpufleet-hosts``); at a
+    cloud site it is quota-only; at the hub (``site`` None) it is a TAS flavor
+    of ``gpufleet-fabric`` that only names the accelerator (a TAS flavor needs
+    at least one node label: the ResourceFlavor CRD's validation rule)."""
     name = mig_flavor_name(accelerator) if mig else accelerator
     spec: dict[str, Any] = {}
     if site is not None and nodes is not None:
         spec["nodeLabels"] = {LABEL_SITE: site.name, LABEL_ACCELERATOR: accelerator}
         spec["tolerations"] = tolerations(nodes.taints)
-        if not mig and not site.is_aws and nodes.topology:
-            spec["topologyName"] = TOPOLOGY
+        if not site.is_aws:
+            spec["topologyName"] = TOPOLOGY if nodes.topology else TOPOLOGY_HOSTS
+    else:
+        spec["nodeLabels"] = {LABEL_ACCELERATOR: accelerator}
+        spec["topologyName"] = TOPOLOGY
     return {"apiVersion": versions.KUEUE_API, "kind": "ResourceFlavor", "metadata": _meta(name, **{"gpufleet.io/accelerator": accelerator}), "spec": spec}
 
 
@@ -312,8 +352,7 @@ def worker_objects(fleet: Fleet, site: Site) -> list[dict[str, Any]]:
     # (quota 0), so the ClusterQueue stays valid; nothing is admitted on it.
     flavors += [flavor(site, GpuNodes(a, [GPU_TAINT], topology=False), a) for a in missing]
     flavors += [flavor(site, nodes[a], a, mig=True) for a in sorted(mig_quota)]
-    if any(f["spec"].get("topologyName") for f in flavors):
-        objs.append(topology())
+    objs += topologies_of(flavors)
     objs += flavors
     objs.append(cohort(fleet, mig_quota))
     objs += [priority_class(r) for r in refs]
@@ -332,7 +371,11 @@ def manager_config(fleet: Fleet, site: Site) -> dict[str, Any]:
         "apiVersion": versions.KUEUE_CONFIG_API,
         "kind": "Configuration",
         "health": {"healthProbeBindAddress": ":8081"},
-        "metrics": {"bindAddress": ":8443"},
+        # enableClusterQueueResources: Kueue reports kueue_cluster_queue_resource_usage,
+        # _nominal_quota, _borrowing_limit ... only with it (cmd/kueue/main.go passes
+        # cfg.Metrics.EnableClusterQueueResources to the caches; pkg/metrics/metrics.go);
+        # the queue dashboard's quota panel reads kueue_cluster_queue_resource_usage.
+        "metrics": {"bindAddress": ":8443", "enableClusterQueueResources": True},
         "webhook": {"port": 9443},
         "leaderElection": {"leaderElect": True, "resourceName": "c1f6bfd2.kueue.x-k8s.io"},
         "controller": {"groupKindConcurrency": {"Job.batch": 5, "Pod": 5, "Workload.kueue.x-k8s.io": 10, "LocalQueue.kueue.x-k8s.io": 5, "ClusterQueue.kueue.x-k8s.io": 5, "ResourceFlavor.kueue.x-k8s.io": 1}},

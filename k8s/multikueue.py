@@ -2,15 +2,27 @@
 
 The hub's Kueue is the MultiKueue manager. Users submit TrainJobs to their
 team's LocalQueue at the hub; its ClusterQueue carries an AdmissionCheck whose
-MultiKueueConfig lists the worker clusters in dispatch order. The incremental
-dispatcher nominates one worker at a time, in that order, and adds the next
-only when the current ones have not admitted the workload within a round
-(five minutes in Kueue 0.19): the data centres' committed GPUs are tried
-first, and the cloud bursts only when on-prem cannot admit.
+MultiKueueConfig lists the worker clusters in dispatch order (data centres
+first, then cloud regions).
+
+Which workers get a copy of a workload is decided by gpufleet's own
+dispatcher, ``gpufleet.io/onprem-first`` (:mod:`k8s.dispatcher`), through
+Kueue's external-dispatcher contract: the first site of the list is
+nominated at once, and the next one only when the last nominated site reports
+that it cannot admit the workload (its copy has ``QuotaReserved=False`` and no
+preemption under way) or its MultiKueueCluster is not Active. Earlier sites
+stay nominated, so whichever admits first wins. There is no timer: Kueue's
+own incremental dispatcher (``kueue.x-k8s.io/multikueue-dispatcher-incremental``)
+adds the next cluster after a fixed five minutes whether or not the earlier
+ones could admit the workload, and at once after a manager restart, because
+it keeps the round start in memory (``incrementalDispatcherRoundTimeout``,
+``roundStartTimes``, pkg/controller/workloaddispatcher/incrementaldispatcher.go).
 
 The manager does not run what it dispatches (a cluster cannot be its own
 worker), so the hub is a small CPU-only cluster; the fleet model refuses a
-queue that lists the hub as a worker.
+queue that lists the hub as a worker. Its flavors are Topology Aware
+Scheduling flavors (:func:`k8s.kueue.flavor`), so a job that asks for one
+InfiniBand block passes the manager and is placed by the worker.
 
 Each worker is a MultiKueueCluster that names a kubeconfig Secret in the
 hub's ``kueue-system`` namespace; the Secret itself is never rendered (see
@@ -24,12 +36,12 @@ from typing import Any
 
 from gpufleet.model import Fleet, QueueRef
 from k8s import kueue, versions
-from k8s.kueue import cohort, flavor, local_queue, priority_class
+from k8s.dispatcher.controller import NAME as DISPATCHER
+from k8s.kueue import cohort, flavor, local_queue, priority_class, topologies_of
 
 CONTROLLER = "kueue.x-k8s.io/multikueue"
-DISPATCHER_INCREMENTAL = "kueue.x-k8s.io/multikueue-dispatcher-incremental"
-DISPATCH_ROUND = "5m"  # Kueue's incremental dispatcher round (not configurable in 0.19)
-STEP_SIZE = 1  # clusters added per round: strictly one site after another
+# When the next site of a queue's list is nominated (what `gpufleet plan` shows).
+DISPATCH_RULE = "next site only when the last nominated one reports it cannot admit the job (QuotaReserved=False, no preemption pending) or is unreachable"
 
 
 def manager_settings() -> dict[str, Any]:
@@ -38,8 +50,9 @@ def manager_settings() -> dict[str, Any]:
         "gcInterval": "1m",
         "origin": "multikueue",
         "workerLostTimeout": "15m",
-        "dispatcherName": DISPATCHER_INCREMENTAL,
-        "incrementalDispatcherConfig": {"stepSize": STEP_SIZE},
+        # An external dispatcher: Kueue copies a workload only to the clusters in
+        # .status.nominatedClusterNames, which gpufleet's dispatcher writes.
+        "dispatcherName": DISPATCHER,
     }
 
 
@@ -96,7 +109,8 @@ def hub_objects(fleet: Fleet) -> list[dict[str, Any]]:
     if not refs:
         return []
     accs = sorted({a for r in refs for a in r.queue.quota})
-    objs: list[dict[str, Any]] = [flavor(None, None, a) for a in accs]
+    flavors = [flavor(None, None, a) for a in accs]
+    objs: list[dict[str, Any]] = topologies_of(flavors) + flavors
     objs.append(cohort(fleet))
     objs += [multikueue_cluster(s) for s in dispatch_sites(fleet)]
     for ref in refs:
@@ -152,8 +166,8 @@ def dispatch_plan(fleet: Fleet) -> list[dict[str, Any]]:
                 "allowed_sites": fleet.allowed_sites(ref.queue.data_class),
                 "quota": dict(sorted(ref.queue.quota.items())),
                 "borrowing_limit": {a: kueue.borrowing_limit(ref, a) for a in sorted(ref.queue.quota)},
-                "dispatcher": DISPATCHER_INCREMENTAL,
-                "round": DISPATCH_ROUND,
+                "dispatcher": DISPATCHER,
+                "rule": DISPATCH_RULE,
                 "reordered": declared != order,
                 "steps": steps,
                 "unplaced": {a: n - placed[a] for a, n in sorted(ref.queue.quota.items()) if n > placed[a]},

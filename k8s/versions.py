@@ -55,6 +55,43 @@ TRAINER_API = "trainer.kubeflow.org/v1alpha1"
 # The training container of the runtimes; a TrainJob may set its own image.
 PYTORCH_IMAGE = "pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime"
 
+# --- gpufleet's on-prem-first MultiKueue dispatcher (k8s/dispatcher): its code is
+# a ConfigMap, run by the stock Python image (standard library only). The digest
+# is that of the multi-architecture index of python:3.11.14-slim-bookworm, as
+# recorded by several independent public projects that pin the same tag.
+DISPATCHER_PYTHON_IMAGE = "docker.io/library/python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d"
+
+# --- cluster-autoscaler for the EKS managed node groups (k8s/autoscaler). The
+# minor follows Kubernetes (1.33); 1.33.0 is the release nearest to the commit
+# the federation lab builds (tests/fedlab: ClusterAutoscalerVersion 1.33.0).
+# No public record of this image's digest was found; resolve it with
+# `crane digest registry.k8s.io/autoscaling/cluster-autoscaler:v1.33.0` and pin
+# it here before deploying (README, "Deploying for real").
+CLUSTER_AUTOSCALER_VERSION = "v1.33.0"
+CLUSTER_AUTOSCALER_IMAGE = f"registry.k8s.io/autoscaling/cluster-autoscaler:{CLUSTER_AUTOSCALER_VERSION}"
+
+# --- AWS EFA device plugin (k8s/efa), for EFA node pools only: the image of
+# aws/eks-charts stable/aws-efa-k8s-device-plugin v0.5.30 (appVersion v0.5.20).
+# It lives in each region's EKS ECR registry (account below, per the EKS user
+# guide "View Amazon container image registries for Amazon EKS add-ons"). No
+# public record of the v0.5.20 digest was found (the only published one is for
+# v0.3.3, from 2021); resolve it with `crane digest` (ECR credentials needed)
+# and pin it here before deploying.
+EFA_DEVICE_PLUGIN_VERSION = "v0.5.20"
+EFA_DEVICE_PLUGIN_DIGEST: str | None = None
+EKS_ECR_ACCOUNT = "602401143452"
+# Regions whose EKS registry is another account (EKS user guide, as above).
+EKS_ECR_ACCOUNTS = {
+    "af-south-1": "877085696533",
+    "ap-east-1": "800184023465",
+    "ap-southeast-3": "296578399912",
+    "ap-south-2": "900889452093",
+    "ap-southeast-4": "491585149902",
+    "ap-southeast-5": "151610086707",
+    "ap-southeast-6": "333609536671",
+    "ap-southeast-7": "121268973566",
+}
+
 # ===================================================== monitoring (k8s/monitoring)
 
 # --- kube-prometheus-stack: the CRDs the tests validate against come from this

@@ -51,7 +51,7 @@ def test_unknown_site_is_a_message_not_a_traceback(fleet):
 def test_optional_add_ons_are_skipped_when_absent(fleet, monkeypatch):
     monkeypatch.setattr(k8s, "OPTIONAL_ADDONS", ("k8s.not_written_yet",))
     names = [b.name for b in k8s.site_bundles(fleet, "dc-fra")]
-    assert names == ["policy", "gpu-operator", "kueue", "trainer"]
+    assert names == ["policy", "gpu-operator", "kueue", "trainer", "dispatcher"]
 
 
 def test_optional_add_on_returning_garbage_is_reported(fleet, monkeypatch, tmp_path):

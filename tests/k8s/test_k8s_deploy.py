@@ -48,7 +48,7 @@ def test_every_chart_is_a_release_at_an_exact_version(runs, bundles, site):
 
 def test_site_specific_values_reach_the_release(runs):
     kueue_hub = next(r for r in runs["fra-hub"].of_type(RELEASE) if r.inputs["name"] == "kueue")
-    assert "multikueue-dispatcher-incremental" in kueue_hub.inputs["values"]["managerConfig"]["controllerManagerConfigYaml"]
+    assert "dispatcherName: gpufleet.io/onprem-first" in kueue_hub.inputs["values"]["managerConfig"]["controllerManagerConfigYaml"]
     assert not [r for r in runs["fra-hub"].of_type(RELEASE) if r.inputs["name"] == "gpu-operator"]
 
 

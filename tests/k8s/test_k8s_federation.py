@@ -101,14 +101,23 @@ def _manager_config(bundle):
     return yaml.safe_load(bundle.charts[0].values["managerConfig"]["controllerManagerConfigYaml"])
 
 
-def test_hub_kueue_uses_the_incremental_dispatcher_one_site_per_round(bundles, fleet):
+def test_hub_kueue_hands_dispatching_to_the_onprem_first_dispatcher(bundles, fleet):
     cfg = _manager_config(bundles[fleet.hub]["kueue"])
     assert cfg["apiVersion"] == "config.kueue.x-k8s.io/v1beta2"
-    assert cfg["multiKueue"]["dispatcherName"] == "kueue.x-k8s.io/multikueue-dispatcher-incremental"
-    assert cfg["multiKueue"]["incrementalDispatcherConfig"] == {"stepSize": 1}
+    # An external dispatcher (any name but the two built-in ones); Kueue refuses
+    # incrementalDispatcherConfig with it (pkg/config/validation.go).
+    assert cfg["multiKueue"]["dispatcherName"] == "gpufleet.io/onprem-first"
+    assert "incrementalDispatcherConfig" not in cfg["multiKueue"]
     for site in ("dc-fra", "aws-euc1"):
         assert "multiKueue" not in _manager_config(bundles[site]["kueue"])
     assert "trainer.kubeflow.org/trainjob" in cfg["integrations"]["frameworks"]
+
+
+@pytest.mark.parametrize("site", ["fra-hub", "dc-fra", "aws-euc1", "aws-use1"])
+def test_kueue_reports_cluster_queue_resource_metrics(bundles, site):
+    """The queue dashboard's quota panel reads kueue_cluster_queue_resource_usage,
+    which Kueue reports only with metrics.enableClusterQueueResources."""
+    assert _manager_config(bundles[site]["kueue"])["metrics"]["enableClusterQueueResources"] is True
 
 
 def test_workers_have_the_queues_the_hub_dispatches_to_them(bundles, fleet):
@@ -231,7 +240,59 @@ def test_mig_slices_are_pooled_in_the_cohort_and_borrowable(bundles, fleet):
     # fra-hgx-04: GPUs 0-3 split into 3 x 2g.20gb + 1 x 1g.10gb each
     assert quota == {"nvidia.com/mig-2g.20gb": 12, "nvidia.com/mig-1g.10gb": 4}
     flavor = named([o for o in objs if o["kind"] == "ResourceFlavor"], "h100-80gb-mig")
-    assert "topologyName" not in flavor["spec"]
+    assert flavor["spec"]["topologyName"] == kueue.TOPOLOGY  # TAS too: see the next test
+
+
+@pytest.mark.parametrize("site", ["dc-fra"])
+def test_data_centre_cluster_queues_are_tas_only(bundles, site):
+    """Kueue applies implicit TAS only to a ClusterQueue whose flavors are all TAS
+    (isTASOnly); in a mixed queue a workload without a topology annotation is
+    refused on the TAS flavor. So every flavor a data-centre queue lists is TAS."""
+    objs = objects_of(bundles[site])
+    flavors = {f["metadata"]["name"]: f for f in objs if f["kind"] == "ResourceFlavor"}
+    topologies = {t["metadata"]["name"] for t in objs if t["kind"] == "Topology"}
+    cqs = [o for o in objs if o["kind"] == "ClusterQueue"]
+    assert cqs
+    for cq in cqs:
+        listed = [f["name"] for g in cq["spec"]["resourceGroups"] for f in g["flavors"]]
+        assert listed and all(flavors[n]["spec"].get("topologyName") in topologies for n in listed), (cq["metadata"]["name"], listed)
+
+
+def test_cloud_cluster_queues_are_quota_only(bundles):
+    """A cloud pool at zero has no nodes for TAS to place pods on; quota-only
+    admission lets the pods exist, so cluster-autoscaler can add the nodes."""
+    objs = objects_of(bundles["aws-euc1"])
+    assert not [o for o in objs if o["kind"] == "Topology"]
+    assert all("topologyName" not in f["spec"] for f in objs if f["kind"] == "ResourceFlavor")
+
+
+def test_data_centre_servers_without_fabric_labels_get_the_host_topology(fleet_variant, tmp_path):
+    def edit(data):
+        hosts = tmp_path / "inventory" / "dc-fra" / "hosts.yml"
+        hosts.write_text(hosts.read_text().replace("gpufleet_ib_block: ib-a, ", ""))
+
+    variant = fleet_variant(edit)
+    objs = kueue.worker_objects(variant, variant.site("dc-fra"))
+    whole = named([o for o in objs if o["kind"] == "ResourceFlavor"], "h100-80gb")
+    assert whole["spec"]["topologyName"] == kueue.TOPOLOGY_HOSTS
+    hosts_topology = named([o for o in objs if o["kind"] == "Topology"], kueue.TOPOLOGY_HOSTS)
+    assert [lvl["nodeLabel"] for lvl in hosts_topology["spec"]["levels"]] == ["kubernetes.io/hostname"]
+    assert not [o for o in objs if o["kind"] == "Topology" and o["metadata"]["name"] == kueue.TOPOLOGY]
+
+
+def test_hub_flavors_are_tas_flavors_of_a_topology_with_the_fabric_levels(bundles, fleet):
+    """The manager checks a topology request against its own flavor before it
+    dispatches (checkPodSetAndFlavorMatchForTAS), so the hub needs a Topology
+    with the levels a job may ask for and TAS flavors (upstream's MultiKueue +
+    TAS manager setup)."""
+    hub = _hub(bundles, fleet)
+    topo = named([o for o in hub if o["kind"] == "Topology"], kueue.TOPOLOGY)
+    assert kueue.LABEL_IB_BLOCK in [lvl["nodeLabel"] for lvl in topo["spec"]["levels"]]
+    flavors = [o for o in hub if o["kind"] == "ResourceFlavor"]
+    assert flavors
+    for f in flavors:
+        assert f["spec"]["topologyName"] == kueue.TOPOLOGY
+        assert len(f["spec"]["nodeLabels"]) >= 1  # the CRD's rule for TAS flavors
 
 
 def test_a_fleet_without_queues_still_renders_valid_bundles(fleet_variant):
