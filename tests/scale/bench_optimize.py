@@ -112,7 +112,7 @@ ARENA_BUCKETS = [((64, 64), 0.20), ((64, 256), 0.20), ((256, 256), 0.20), ((512,
 
 
 def melange(rates=(1, 2, 4, 8, 16, 32), tpot_ms: float = 120.0) -> list[dict]:
-    from gpufleet.economics.optimize import Mip
+    from gpufleet.economics.program import Program as Mip
     from gpufleet.economics.perf import Architecture, ReplicaShape, Workload, roofline
 
     arch = Architecture(32, 32, 128)  # Llama2-7B: 32 layers, 32 KV heads (no grouped-query attention)
