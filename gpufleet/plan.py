@@ -101,6 +101,8 @@ def _queues(fleet: Fleet) -> list[dict[str, Any]]:
                 "quota": dict(sorted(q["quota"].items())),
                 "borrowing_limit": dict(sorted(q["borrowing_limit"].items())),
                 "reordered": q["reordered"],
+                "dispatcher": q["dispatcher"],
+                "dispatch_rule": q["rule"],
                 "unplaced": q["unplaced"],
                 "dispatch": [
                     {"order": st["step"], "site": st["site"], "kind": st["kind"], "gpus": dict(sorted(st["gpus"].items())), "quota": dict(sorted(st["quota"].items()))}

@@ -48,6 +48,8 @@ def print_table(plan: dict[str, Any], console: Console) -> None:
         order = " -> ".join(f"{d['order']}. {d['site']} (quota {_gpus(d['quota'])} of {_gpus(d['gpus'])})" for d in q["dispatch"])
         queues.add_row(q["name"], q["team"], str(q["priority"]), q["data_class"] or "-", _gpus(q["quota"]), order)
     console.print(queues)
+    for rule in sorted({q["dispatch_rule"] for q in plan["queues"]}):
+        console.print(f"Dispatch: {rule}.")
 
     models = Table(title="Served models", title_justify="left", show_lines=True)
     for col in ("model", "params", "quant", "placement (per replica)", "memory need / offered", "sites x replicas", "data class"):
@@ -132,6 +134,7 @@ def to_markdown(plan: dict[str, Any]) -> str:
     for q in plan["queues"]:
         order = " → ".join(f"{d['site']} (quota {_gpus(d['quota'])} of {_gpus(d['gpus'])})" for d in q["dispatch"])
         out.append(f"| `{q['name']}` | {q['team']} | {q['priority']} | {q['data_class'] or '-'} | {_gpus(q['quota'])} | {order} |")
+    out += ["", *[f"Dispatch (`{d}`): {r}." for d, r in sorted({(q["dispatcher"], q["dispatch_rule"]) for q in plan["queues"]})]]
     out += ["", "### Served models", "", "| model | quantization | placement per replica | memory need / offered (GiB) | sites | replicas per site |", "|---|---|---|---|---|---|"]
     for m in plan["models"]:
         p = m["placement"]
