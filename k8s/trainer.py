@@ -7,8 +7,8 @@ supplies the fabric settings:
 
 * EFA (AWS): libfabric's EFA provider with GPUDirect RDMA
   (``FI_PROVIDER=efa``, ``FI_EFA_USE_DEVICE_RDMA=1``), and each node requests
-  the EFA interfaces of its instance type (``vpc.amazonaws.com/efa``, from the
-  EFA device plugin the EKS NVIDIA AMI node groups run).
+  the EFA interfaces of its instance type (``vpc.amazonaws.com/efa``, which
+  the EFA device plugin :mod:`k8s.efa` renders on the EFA pools advertises).
 * InfiniBand / RoCE (data centres): ``NCCL_IB_HCA`` lists the HCAs of the
   site's GPU servers (``gpufleet_fabric_hcas``); RoCE adds
   ``NCCL_IB_GID_INDEX=3`` (the RoCE v2 GID). The HCAs must be visible in the
