@@ -133,3 +133,101 @@ PROMETHEUS_ADAPTER_CHART_VERSION = "4.13.0"
 
 # The LeaderWorkerSet API the multi-node vLLM groups use (kubernetes-sigs/lws).
 LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
+
+
+# ===================================================== federation lab (tests/fedlab)
+#
+# The upstream Go modules `make fedlab` builds (tests/fedlab/build.py) to run
+# the federation on real control planes. Each entry: the module and exact
+# version, the binaries (name -> package), build tags and -ldflags (``{...}``
+# is filled by the build from the module's own metadata: {version}, {major},
+# {minor}, {commit}, {date}). They equal the production pins above and the
+# roles' Kubernetes pin (roles/k8s_node/defaults/main.yml); tests/fedlab
+# checks that they do.
+#
+# ``wrapper``: the module has replace directives, so `go install` refuses it
+# and the build generates a small module that requires it:
+# - "staging": replace each k8s.io/<staging> module by the v0.<minor>.<patch>
+#   release of this Kubernetes version (what the module replaces by ./staging).
+# - "own-replaces": repeat the module's own versioned replace directives; its
+#   local ones get the versions in ``local``.
+# ``sums``: go.sum lines of modules the checksum database does not know
+# (a master-branch pseudo-version), read from the module proxy's download.
+FEDLAB_KUBERNETES_VERSION = "v1.33.5"
+_KUBE_VERSION_LDFLAGS = " ".join(
+    f"-X {pkg}.{var}={{{key}}}"
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+    for var, key in (("gitVersion", "version"), ("gitMajor", "major"), ("gitMinor", "minor"),
+                     ("gitCommit", "commit"), ("gitTreeState", "tree"), ("buildDate", "date"))
+)
+FEDLAB_GO_MODULES = {
+    "kubernetes": {
+        "module": "k8s.io/kubernetes",
+        "version": FEDLAB_KUBERNETES_VERSION,
+        "binaries": {
+            "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+            "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+            "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+            # kustomize (`kubectl kustomize`) for the upstream install manifests
+            "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+        },
+        "tags": "selinux,notest",
+        "ldflags": _KUBE_VERSION_LDFLAGS,
+        "wrapper": "staging",
+    },
+    # Kubernetes 1.33 runs etcd 3.5 (kubeadm's SupportedEtcdVersion: 1.31-1.33 -> 3.5.x).
+    "etcd": {
+        "module": "go.etcd.io/etcd/server/v3",
+        "version": "v3.5.24",
+        "binaries": {"etcd": "go.etcd.io/etcd/server/v3"},
+        "tags": "",
+        "ldflags": "-X go.etcd.io/etcd/api/v3/version.GitSHA={commit}",
+        "wrapper": "plain",
+    },
+    "kwok": {
+        "module": "sigs.k8s.io/kwok",
+        "version": "v0.8.0",
+        "binaries": {"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
+        "tags": "",
+        "ldflags": "-X sigs.k8s.io/kwok/pkg/consts.Version={version}",
+    },
+    # cluster-autoscaler with the kwok cloud provider as its only provider.
+    # The proxy refuses the cluster-autoscaler-1.33.x release commits; this is
+    # the master commit 1959f5f61f6c of 2025-06-13 (ClusterAutoscalerVersion
+    # "1.33.0", built against Kubernetes v1.33.1).
+    "cluster-autoscaler": {
+        "module": "k8s.io/autoscaler/cluster-autoscaler",
+        "version": "v0.0.0-20250613073258-1959f5f61f6c",
+        "binaries": {"cluster-autoscaler": "k8s.io/autoscaler/cluster-autoscaler"},
+        "tags": "kwok",
+        "ldflags": "",
+        "wrapper": "own-replaces",
+        "local": {"k8s.io/autoscaler/cluster-autoscaler/apis": "v0.0.0-20240830133931-adfbe7e45277"},
+        "sums": [
+            "k8s.io/autoscaler/cluster-autoscaler v0.0.0-20250613073258-1959f5f61f6c h1:gGUthCoel/TlD1fh33foTFCs1n75w8sqmpD3qf2zqk4=",
+            "k8s.io/autoscaler/cluster-autoscaler v0.0.0-20250613073258-1959f5f61f6c/go.mod h1:/1vry++ARaSAifwfBxWxGejNkgroz+/N8HyI0Xo7F8U=",
+        ],
+    },
+    "kueue": {
+        "module": "sigs.k8s.io/kueue",
+        "version": "v" + KUEUE_VERSION,
+        "binaries": {"kueue": "sigs.k8s.io/kueue/cmd/kueue"},
+        "tags": "",
+        "ldflags": "-X sigs.k8s.io/kueue/pkg/version.GitVersion={version} -X sigs.k8s.io/kueue/pkg/version.GitCommit={commit}",
+    },
+    # JobSet as the Trainer chart installs it (its dependency at 0.12.0).
+    "jobset": {
+        "module": "sigs.k8s.io/jobset",
+        "version": "v0.12.0",
+        "binaries": {"jobset": "sigs.k8s.io/jobset"},
+        "tags": "",
+        "ldflags": "-X sigs.k8s.io/jobset/pkg/version.GitVersion={version} -X sigs.k8s.io/jobset/pkg/version.GitCommit={commit}",
+    },
+    "trainer": {
+        "module": "github.com/kubeflow/trainer/v2",
+        "version": "v" + TRAINER_VERSION,
+        "binaries": {"trainer-controller-manager": "github.com/kubeflow/trainer/v2/cmd/trainer-controller-manager"},
+        "tags": "",
+        "ldflags": "",
+    },
+}
