@@ -377,7 +377,7 @@ class Dispatcher:
         body = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "metadata": {"generateName": f"{meta['name'][:200]}-", "namespace": meta["namespace"]},
             "eventTime": micro_time(datetime.datetime.now(datetime.timezone.utc)),
             "reportingController": NAME,
             "reportingInstance": self.instance,
