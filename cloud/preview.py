@@ -10,6 +10,11 @@ site runs in a fresh interpreter (``python -m cloud.preview --fleet F --site S``
 which prints the list as JSON). Resources get deterministic fake ids and ARNs,
 so a preview is stable from run to run and diffs cleanly in a pull request.
 
+Each preview process runs in a session of its own, so :class:`Previews` can
+stop it and anything it started (``gpufleet render`` does when interrupted),
+and it asks the kernel to kill it when the process that started it dies
+(``PR_SET_PDEATHSIG``), so a render killed with SIGKILL leaves none behind.
+
 Secrets never appear: values the program marks secret (``pulumi.Output.secret``,
 secret config), any value under a key such as ``kubeconfig``, ``password`` or
 ``token``, and the values of Kubernetes Secrets are replaced by ``"[secret]"``.
@@ -19,11 +24,15 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import ctypes
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +42,8 @@ PLACEHOLDER_KUBECONFIG = "apiVersion: v1\nkind: Config\n# placeholder: the stack
 ERROR_MARKER = "gpufleet-preview-error: "
 _SECRET_KEY = re.compile(r"(kubeconfig|password|passphrase|token|secret|privatekey|secretkey|accesskey|credentials?)$", re.IGNORECASE)
 TIMEOUT_S = 120
+PARENT_ENV = "GPUFLEET_PREVIEW_PARENT"  # pid of the process that started a preview
+STOP_GRACE_S = 3.0
 
 
 # --------------------------------------------------------------------- the mocks
@@ -195,23 +206,79 @@ def preview_site(fleet_path: str, site: str) -> list[dict[str, Any]]:
     Runs in a fresh interpreter; a problem comes back as a ``RuntimeError``
     with a one-line message.
     """
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    env.pop("PULUMI_CONFIG", None)
-    # Let the interpreter cache compiled modules: importing pulumi_aws from source takes seconds.
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    # Same working folder as the caller, so file names in messages read as the user gave them.
-    cmd = [sys.executable, "-m", "cloud.preview", "--fleet", str(fleet_path), "--site", site]
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"{site}: the offline Pulumi preview did not finish within {TIMEOUT_S} s") from None
-    if proc.returncode != 0:
-        raise RuntimeError(f"{site}: offline Pulumi preview failed: {_error_line(proc.stderr)}")
-    try:
-        return json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        raise RuntimeError(f"{site}: offline Pulumi preview printed no resource list") from None
+    return Previews().run(fleet_path, site)
+
+
+class Previews:
+    """Preview processes started together, which :meth:`stop` ends together (from any thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen[str]] = set()
+        self._stopped = False
+
+    def run(self, fleet_path: str, site: str) -> list[dict[str, Any]]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+        env.pop("PULUMI_CONFIG", None)
+        # Let the interpreter cache compiled modules: importing pulumi_aws from source takes seconds.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env[PARENT_ENV] = str(os.getpid())
+        # Same working folder as the caller, so file names in messages read as the user gave them.
+        cmd = [sys.executable, "-m", "cloud.preview", "--fleet", str(fleet_path), "--site", site]
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError(f"{site}: offline Pulumi preview not started: stopped")
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+            self._running.add(proc)
+        try:
+            stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc, signal.SIGKILL)
+            proc.communicate()
+            raise RuntimeError(f"{site}: the offline Pulumi preview did not finish within {TIMEOUT_S} s") from None
+        finally:
+            with self._lock:
+                self._running.discard(proc)
+        if self._stopped:
+            raise RuntimeError(f"{site}: offline Pulumi preview stopped")
+        if proc.returncode != 0:
+            raise RuntimeError(f"{site}: offline Pulumi preview failed: {_error_line(stderr)}")
+        try:
+            return json.loads(stdout)
+        except json.JSONDecodeError:
+            raise RuntimeError(f"{site}: offline Pulumi preview printed no resource list") from None
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop every running preview (its whole process group): SIGTERM, then SIGKILL after ``grace_s``."""
+        with self._lock:
+            self._stopped = True
+            procs = list(self._running)
+        for proc in procs:
+            _kill_group(proc, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc, signal.SIGKILL)
+                proc.wait()
+
+
+def _kill_group(proc: subprocess.Popen[str], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)  # the preview leads its own session: its pid is its group's id
+
+
+def _exit_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the one that started it dies (prctl PR_SET_PDEATHSIG)."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        pr_set_pdeathsig = 1  # <linux/prctl.h>
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    if str(os.getppid()) != parent:
+        os._exit(1)  # the parent died before the request took effect
 
 
 def _error_line(stderr: str) -> str:
@@ -227,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fleet", required=True, help="the fleet-wide file, e.g. stacks/fleet.yaml")
     parser.add_argument("--site", required=True, help="the stack (site) to preview")
     args = parser.parse_args(argv)
+    _exit_with_parent()
     from cloud.program import ProgramError
     from gpufleet.errors import FleetError
 

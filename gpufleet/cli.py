@@ -92,13 +92,14 @@ def render(
     fleet: FleetOpt = DEFAULT_FLEET,
 ) -> None:
     """Write the plan, each stack's offline Pulumi preview, Kubernetes objects and Ansible inputs."""
+    from gpufleet.render import Interrupted
     from gpufleet.render import render as do_render
 
     f = _load(fleet)
     err = _err()
     try:
         with err.status("rendering") as status:
-            summary = do_render(f, out, progress=lambda msg: status.update(msg))
+            summary = do_render(f, out, progress=lambda msg: status.update(msg), warn=lambda msg: err.print(f"render: {msg}", markup=False))
     except FleetError as exc:
         for problem in exc.problems:
             err.print(str(problem), markup=False)
@@ -106,6 +107,10 @@ def render(
     except (RuntimeError, OSError) as exc:
         err.print(f"render: {exc}", markup=False)
         raise typer.Exit(1) from None
+    except (Interrupted, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else 2
+        err.print(f"render: interrupted ({exc if isinstance(exc, Interrupted) else 'SIGINT'}); its preview processes were stopped and its temporary folder removed", markup=False)
+        raise typer.Exit(128 + signum) from None
     for site, entry in summary.items():
         parts = []
         if "pulumi_resources" in entry:

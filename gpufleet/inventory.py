@@ -38,6 +38,30 @@ try:
 except AttributeError:  # pragma: no cover - libyaml missing
     _BaseLoader = yaml.SafeLoader
 
+@dataclass(frozen=True)
+class VaultValue:
+    """An Ansible Vault value (``!vault |`` and its ciphertext), kept opaque.
+
+    gpufleet never decrypts it: it passes through to the rendered inventory as
+    the same ciphertext, and a ``gpufleet_*`` variable (whose value the model
+    needs) cannot be vaulted. The tags are the ones ansible-core 2.19 reads
+    (``AnsibleConstructor.construct_yaml_vault`` in
+    ``ansible/_internal/_yaml/_constructor.py``: ``!vault``, and the
+    deprecated ``!vault-encrypted``).
+    """
+
+    ciphertext: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return "<vaulted>"
+
+
+def _construct_vault(loader: yaml.SafeLoader, node: yaml.Node) -> VaultValue:
+    if not isinstance(node, yaml.ScalarNode):
+        raise yaml.constructor.ConstructorError(None, None, f"{node.tag} must tag a string (the vault ciphertext)", node.start_mark)
+    return VaultValue(str(loader.construct_scalar(node)))
+
+
 _STR, _MAP, _SEQ = "tag:yaml.org,2002:str", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
 _RESOLVED: dict[str, str] = {}  # plain scalar -> implicit tag, shared by every file read
 
@@ -97,6 +121,9 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
         self.deep_construct = False
         return data
 
+for _tag in ("!vault", "!vault-encrypted"):
+    _Loader.add_constructor(_tag, _construct_vault)
+
 _VAR_EXTENSIONS = ("", ".yml", ".yaml", ".json")  # Ansible's lookup order; the first found wins
 _VAR_SUFFIXES = (".yml", ".yaml", ".json")
 
@@ -131,6 +158,7 @@ class Inventory:
     root: Path
     hosts: dict[str, ResolvedHost]
     groups: dict[str, Group]
+    files: list[str] = field(default_factory=list)  # every file read, relative to root, in reading order
 
 
 def load_yaml(path: Path, display: str, problems: list[Problem]) -> Any:
@@ -249,6 +277,7 @@ class _Reader:
         self.groups["ungrouped"].parents.add("all")
         self.hosts: dict[str, Host] = {}
         self.broken = False  # a file could not be read: later problems would only echo it
+        self.files: list[Path] = []  # every file read: what Ansible reads as this inventory
 
     def display(self, path: Path) -> str:
         try:
@@ -363,6 +392,7 @@ class _Reader:
 
     def _vars(self, path: Path) -> dict:
         display = self.display(path)
+        self.files.append(path)
         n = len(self.problems)
         data = load_yaml(path, display, self.problems)
         if data is None:
@@ -410,6 +440,7 @@ def load_inventory(root: Path, rel: str, problems: list[Problem]) -> Inventory |
         return None
     for src in sources:
         display = reader.display(src)
+        reader.files.append(src)
         n = len(problems)
         data = load_yaml(src, display, problems)
         if data is None:
@@ -500,4 +531,4 @@ def load_inventory(root: Path, rel: str, problems: list[Problem]) -> Inventory |
         resolved[host.name] = ResolvedHost(host.name, ["all", *ordered], values, origin)
     if reader.broken:
         return None  # hosts missing variables from an unreadable file would only echo its problem
-    return Inventory(root, resolved, groups)
+    return Inventory(root, resolved, groups, [p.relative_to(root).as_posix() for p in reader.files])

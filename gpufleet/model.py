@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from gpufleet import mig
 from gpufleet.catalog import ACCELERATORS, INSTANCE_TYPES
 from gpufleet.errors import FleetError, Problem, did_you_mean, key_path
-from gpufleet.inventory import ResolvedHost, load_inventory, load_yaml
+from gpufleet.inventory import ResolvedHost, VaultValue, load_inventory, load_yaml
 from gpufleet.schema import (
     AwsStackConfig,
     DatacenterStackConfig,
@@ -84,6 +84,7 @@ class Site:
     stack_file: str
     aws: AwsStackConfig | None = None
     servers: list[Server] = field(default_factory=list)
+    inventory_files: list[str] = field(default_factory=list)  # what the inventory reader read, relative to it
 
     @property
     def name(self) -> str:
@@ -238,6 +239,23 @@ def _user_loc(loc: Iterable[Any]) -> list[Any]:
     return [p for p in loc if not (isinstance(p, str) and (p == "[key]" or _UNION_TAG.match(p)))]
 
 
+VAULTED = "is vaulted (!vault), but gpufleet needs its value to check the fleet: keep it in plain text (vault only secrets gpufleet does not read)"
+
+
+def _vaulted(value: Any) -> bool:
+    """Whether an Ansible Vault value is anywhere in ``value``."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, VaultValue):
+            return True
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
 def _got(err: Any) -> str:
     if err["type"] in _TYPE_ERRORS and "input" in err:
         return f" (got {type(err['input']).__name__} {err['input']!r:.40})"
@@ -275,7 +293,10 @@ def _validation_problems(exc: ValidationError, file: str, model: type[BaseModel]
             msg = msg[len("Value error, ") :]
         elif msg.startswith("Assertion failed, "):
             msg = msg[len("Assertion failed, ") :]
-        msg += _got(err)
+        if isinstance(err.get("input"), VaultValue):
+            msg = VAULTED
+        else:
+            msg += _got(err)
         out.append(Problem(file, key_path(loc), msg))
     return _merge_alternatives(out)
 
@@ -420,15 +441,15 @@ def _load_site(spec: SiteSpec, index: int, stacks_dir: Path, root: Path, fleet_f
         aws_keys = [k for k in config if str(k).startswith("aws:")]
         for k in aws_keys:
             problems.append(Problem(stack_file, f"config.{k}", "a datacenter stack declares no AWS resources"))
-        site.servers = _load_servers(spec, root, problems)
+        site.servers, site.inventory_files = _load_servers(spec, root, problems)
     return site
 
 
-def _load_servers(spec: SiteSpec, root: Path, problems: list[Problem]) -> list[Server]:
+def _load_servers(spec: SiteSpec, root: Path, problems: list[Problem]) -> tuple[list[Server], list[str]]:
     inv_rel = str(spec.inventory)
     inv = load_inventory(root / inv_rel, inv_rel, problems)
     if inv is None:
-        return []
+        return [], []
     if not inv.hosts:
         problems.append(Problem(inv_rel, "", "the inventory has no hosts"))
     servers = []
@@ -440,7 +461,7 @@ def _load_servers(spec: SiteSpec, root: Path, problems: list[Problem]) -> list[S
         if server:
             servers.append(server)
     problems.extend(_collapse_hosts(found))
-    return servers
+    return servers, inv.files
 
 
 def _collapse_hosts(found: list[tuple[str, Problem]]) -> list[Problem]:
@@ -477,6 +498,10 @@ def _server(host: ResolvedHost, spec: SiteSpec, problems: list[Problem]) -> Serv
         if key.startswith(_SERVER_PREFIX):
             if key not in _SERVER_KEYS:
                 problems.append(Problem(host.origin[key], f"{host.name}.{key}", f"unknown gpufleet variable{did_you_mean(key, _SERVER_KEYS)}"))
+                unknown = True
+                continue
+            if _vaulted(value):
+                problems.append(Problem(host.origin[key], f"{host.name}.{key}", f"{key} {VAULTED}"))
                 unknown = True
                 continue
             ours[key[len(_SERVER_PREFIX) :]] = value

@@ -7,33 +7,47 @@ Layout of ``DIR``::
     sites/<site>/k8s/<addon>.yaml       Kubernetes objects of each add-on
     sites/<site>/k8s/helm-releases.yaml pinned Helm charts and their values
     sites/<dc>/ansible/                 inventory and host variables (data centres)
+    .gpufleet-render                    written last: what gpufleet wrote here (see gpufleet.outdir)
 
-The output is written to a temporary folder beside ``DIR`` and moved into place
-only when every site rendered, so a failed run never leaves a half-written
-directory behind: rerunning is always safe.
+The output is built in a marked temporary folder beside ``DIR`` and swapped in
+only when every site rendered; ``DIR`` itself is replaced only when it is an
+earlier, unchanged render (:mod:`gpufleet.outdir`). An interrupted render
+(SIGINT, SIGTERM) stops its preview processes and removes its temporary
+folder; a killed one (SIGKILL) leaves a marked folder the next render removes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from gpufleet.errors import FleetError, Problem
+from gpufleet import outdir
+from gpufleet.inventory import VaultValue
 from gpufleet.model import Fleet
 from gpufleet.plan import build_plan
 from gpufleet.report import to_json, to_markdown
 
-MARKER = "plan.json"
+MARKER = outdir.MARKER
+
+
+class Interrupted(BaseException):
+    """The render got SIGINT or SIGTERM; it stopped its child processes and removed its temporary folder."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -45,7 +59,13 @@ def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
     return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
 
+def _vault_presenter(dumper: yaml.SafeDumper, data: VaultValue) -> yaml.Node:
+    # The same ciphertext, tagged as Ansible reads it: never a plaintext secret.
+    return dumper.represent_scalar("!vault", data.ciphertext, style="|")
+
+
 _Dumper.add_representer(str, _str_presenter)
+_Dumper.add_representer(VaultValue, _vault_presenter)
 
 
 def dump_yaml(data: Any) -> str:
@@ -98,7 +118,15 @@ def write_ansible(fleet: Fleet, site_name: str, out: Path) -> None:
 
     site = fleet.site(site_name)
     inv = out / "inventory"
-    shutil.copytree(fleet.root / str(site.spec.inventory), inv, dirs_exist_ok=True)
+    # Only what Ansible reads as this inventory (the files the model's reader
+    # read: hosts files, group_vars/ and host_vars/ variable files), never
+    # dotfiles, vault password files, keys or scripts lying beside them. Files
+    # are copied byte for byte, so vaulted values stay the same ciphertext.
+    source = fleet.root / str(site.spec.inventory)
+    inv.mkdir(parents=True, exist_ok=True)
+    for rel in site.inventory_files:
+        (inv / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / rel, inv / rel)
     hosts = {server.name: host_variables(fleet, site, server) for server in site.servers}
     (inv / DERIVED_INVENTORY).write_text(
         "# Derived from the fleet model by `gpufleet render`; do not edit (edit the fleet instead).\n" + dump_yaml({"all": {"hosts": hosts}})
@@ -112,44 +140,101 @@ def write_ansible(fleet: Fleet, site_name: str, out: Path) -> None:
     )
 
 
-def render(fleet: Fleet, out_dir: Path, progress: Callable[[str], None] = lambda _msg: None) -> dict[str, Any]:
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / MARKER).is_file())):
-        raise FleetError([Problem(str(out_dir), "", "exists and is not a gpufleet render output; choose an empty or new folder")])
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+def _inputs(fleet: Fleet) -> outdir.Inputs:
+    inventories = tuple((fleet.root / str(s.spec.inventory)).absolute() for s in fleet.sites if not s.is_aws and s.spec.inventory)
+    return outdir.Inputs(stacks=fleet.path.parent.absolute(), project=fleet.root.absolute(), inventories=inventories)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Interrupted`, so cleanup runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        plan = build_plan(fleet)
-        (tmp / "plan.json").write_text(to_json(plan))
-        (tmp / "plan.md").write_text(to_markdown(plan))
-        preview = _optional("cloud.preview", "preview_site")
-        summary: dict[str, Any] = {s.name: {} for s in fleet.sites}
-        if preview is not None:
-            # Each preview is a separate interpreter running the real program under
-            # the mock engine; run them side by side.
-            progress(f"running {len(fleet.sites)} Pulumi programs under the mock engine")
-            with ThreadPoolExecutor(max_workers=max(1, min(len(fleet.sites), os.cpu_count() or 1))) as pool:
-                names = [s.name for s in fleet.sites]
-                previews = dict(zip(names, pool.map(lambda name: preview(str(fleet.path), name), names)))
-            for name, resources in previews.items():
-                sdir = tmp / "sites" / name
-                sdir.mkdir(parents=True)
-                (sdir / "pulumi-preview.json").write_text(json.dumps({"stack": name, "resources": resources}, indent=2, sort_keys=True) + "\n")
-                summary[name]["pulumi_resources"] = len(resources)
-        for site in fleet.sites:
-            sdir = tmp / "sites" / site.name
-            sdir.mkdir(parents=True, exist_ok=True)
-            entry = summary[site.name]
-            progress(f"{site.name}: building Kubernetes add-ons")
-            entry["k8s_files"] = write_k8s(fleet, site.name, sdir / "k8s")
-            if not site.is_aws:
-                progress(f"{site.name}: writing Ansible inventory and host variables")
-                write_ansible(fleet, site.name, sdir / "ansible")
-                entry["ansible_hosts"] = len(site.servers)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while the folders are renamed (delivered right after)."""
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
+
+
+def _previews(fleet: Fleet) -> dict[str, list[dict[str, Any]]]:
+    """Each site's offline preview, side by side; all of them stopped if one fails or the render is interrupted."""
+    from cloud.preview import Previews
+
+    runs = Previews()
+    names = [s.name for s in fleet.sites]
+    pool = ThreadPoolExecutor(max_workers=max(1, min(len(names), os.cpu_count() or 1)))
+    try:
+        futures = {name: pool.submit(runs.run, str(fleet.path), name) for name in names}
+        return {name: f.result() for name, f in futures.items()}
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        runs.stop()
         raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _write(fleet: Fleet, tmp: Path, progress: Callable[[str], None]) -> dict[str, Any]:
+    plan = build_plan(fleet)
+    (tmp / "plan.json").write_text(to_json(plan))
+    (tmp / "plan.md").write_text(to_markdown(plan))
+    summary: dict[str, Any] = {s.name: {} for s in fleet.sites}
+    if importlib.util.find_spec("cloud.preview") is not None:
+        # Each preview is a separate interpreter running the real program under the mock engine.
+        progress(f"running {len(fleet.sites)} Pulumi programs under the mock engine")
+        for name, resources in _previews(fleet).items():
+            sdir = tmp / "sites" / name
+            sdir.mkdir(parents=True)
+            (sdir / "pulumi-preview.json").write_text(json.dumps({"stack": name, "resources": resources}, indent=2, sort_keys=True) + "\n")
+            summary[name]["pulumi_resources"] = len(resources)
+    for site in fleet.sites:
+        sdir = tmp / "sites" / site.name
+        sdir.mkdir(parents=True, exist_ok=True)
+        entry = summary[site.name]
+        progress(f"{site.name}: building Kubernetes add-ons")
+        entry["k8s_files"] = write_k8s(fleet, site.name, sdir / "k8s")
+        if not site.is_aws:
+            progress(f"{site.name}: writing Ansible inventory and host variables")
+            write_ansible(fleet, site.name, sdir / "ansible")
+            entry["ansible_hosts"] = len(site.servers)
+    return summary
+
+
+def render(fleet: Fleet, out_dir: Path, progress: Callable[[str], None] = lambda _msg: None, warn: Callable[[str], None] = lambda _msg: None) -> dict[str, Any]:
+    """Render ``fleet`` into ``out_dir``; refuse (FleetError) a folder gpufleet may not replace."""
+    shown = str(out_dir)
+    out = Path(os.path.abspath(out_dir))
+    inputs = _inputs(fleet)
+    outdir.check_target(out, inputs, shown)
+    with _stop_on_signals():
+        for stale in outdir.remove_stale(out):
+            warn(f"removed {stale}, left by an earlier render that was killed")
+        tmp = outdir.new_folder(out)
+        try:
+            summary = _write(fleet, tmp, progress)
+            outdir.finish(tmp, fleet.path)
+            with _signals_held():
+                for message in outdir.swap(tmp, out, inputs, shown):
+                    warn(message)
+        except BaseException:
+            if tmp.exists():
+                outdir.remove_tmp(tmp)
+            raise
     return summary
