@@ -57,15 +57,36 @@ class Accelerator:
 ACCELERATORS: dict[str, Accelerator] = {
     a.id: a
     for a in (
-        Accelerator("h100-80gb", "NVIDIA H100 SXM5 80GB", 81559, 900, True, True, True, ("2330",), 3350, (989, 1979, 1979, 0)),
-        Accelerator("h200-141gb", "NVIDIA H200 SXM 141GB", 143771, 900, True, True, True, ("2335",), 4800, (989, 1979, 1979, 0)),
-        Accelerator("a100-40gb", "NVIDIA A100 SXM4 40GB", 40960, 600, True, False, True, ("20b0",), 1555, (312, 0, 624, 1248)),
-        Accelerator("a100-80gb", "NVIDIA A100 SXM4 80GB", 81920, 600, True, False, True, ("20b2",), 2039, (312, 0, 624, 1248)),
+        Accelerator("h100-80gb", "NVIDIA H100 SXM5 80GB", 81559, 900, True, True, True, ("2330", "2331"), 3350, (989, 1979, 1979, 0)),
+        Accelerator("h200-141gb", "NVIDIA H200 SXM 141GB", 143771, 900, True, True, True, ("2335", "233b"), 4800, (989, 1979, 1979, 0)),
+        Accelerator("a100-40gb", "NVIDIA A100 SXM4 40GB", 40960, 600, True, False, True, ("20b0", "20b1", "20f1"), 1555, (312, 0, 624, 1248)),
+        Accelerator("a100-80gb", "NVIDIA A100 SXM4 80GB", 81920, 600, True, False, True, ("20b2", "20b3", "20b5"), 2039, (312, 0, 624, 1248)),
         Accelerator("l40s", "NVIDIA L40S 48GB", 46068, 0, False, True, False, ("26b9",), 864, (362, 733, 733, 733)),
         Accelerator("l4", "NVIDIA L4 24GB", 23034, 0, False, True, False, ("27b8",), 300, (121, 242, 242, 0)),
         Accelerator("a10g", "NVIDIA A10G 24GB", 23028, 0, False, False, False, ("2237",), 600, (125, 0, 250, 500)),
     )
 }
+
+# NVIDIA GPUs lspci may find that are not accelerators of the catalogue: named
+# so that a mismatch says what was found. The form-factor variants of a
+# catalogue accelerator (H100 PCIe 2331, H200 NVL 233b, A100 PCIe 20b1/20f1/
+# 20b5, A100 SXM4 20b3) are listed in its row.
+OTHER_GPU_PCI_IDS = {"2321": "h100-nvl", "26b5": "l40"}
+# NVSwitch bridges (PCI class 0680) on HGX baseboards.
+NVSWITCH_PCI_IDS = {"1af1": "nvswitch-gen2", "22a3": "nvswitch-gen3"}  # HGX A100; HGX H100/H200
+
+# Interconnect figures the acceptance thresholds derive from
+# (gpufleet/acceptance.py), per GPU, GB/s:
+#
+# * NVLink: ``Accelerator.nvlink_gbps`` above, the datasheets' bidirectional
+#   figure (H100/H200 SXM 900, A100 SXM4 600).
+# * PCIe, bidirectional, as the datasheets print it: Gen5 x16 128 GB/s (H100
+#   SXM5, H200 SXM), Gen4 x16 64 GB/s (A100 SXM4, L40S, L4, A10G).
+PCIE_GBPS = {"h100-80gb": 128, "h200-141gb": 128, "a100-40gb": 64, "a100-80gb": 64, "l40s": 64, "l4": 64, "a10g": 64}
+# Line rate of one fabric port (one HCA or NIC), Gbit/s: InfiniBand NDR
+# (ConnectX-7), 100 GbE for RoCE and TCP. A site whose ports are faster or
+# slower sets the block threshold itself (acceptance_block_busbw_gbps).
+FABRIC_PORT_GBIT = {"infiniband": 400, "roce": 100, "tcp": 100, "efa": 100}
 
 
 @dataclass(frozen=True)
