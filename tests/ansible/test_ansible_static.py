@@ -3,30 +3,15 @@ validation play that must stop bad variables before any server is touched."""
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
+from conftest import BIN, ROOT, ansible_env
+
 PLAYBOOKS = sorted((ROOT / "baremetal").glob("*.yml"))
-
-
-def ansible_env(tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
-        "ANSIBLE_HOME": str(tmp_path / "home"),
-        "ANSIBLE_FACT_CACHING_CONNECTION": str(tmp_path / "facts"),
-        "ANSIBLE_NOCOLOR": "1",
-    }
 
 
 def test_every_role_documents_its_variables() -> None:
@@ -60,21 +45,6 @@ def test_playbook_syntax(playbook: Path, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-@pytest.fixture()
-def unreachable_inventory(tmp_path: Path) -> Path:
-    """The example data centre, every host pointed at a closed port on 127.0.0.1:
-    any attempt to touch a host shows up as UNREACHABLE."""
-    inv = tmp_path / "inventory"
-    shutil.copytree(ROOT / "inventory" / "dc-fra", inv)
-    hosts = inv / "hosts.yml"
-    # every host on 127.0.0.1's closed discard port: refused at once, no traffic leaves the machine
-    hosts.write_text(re.sub(r"ansible_host: 10\.20\.\d+\.\d+", "ansible_host: 127.0.0.1, ansible_port: 9", hosts.read_text()))
-    (inv / "group_vars" / "all.yml").write_text(
-        (inv / "group_vars" / "all.yml").read_text() + "gpufleet_k8s_api_endpoint: k8s-api.dc-fra.example:6443\n"
-    )
-    return inv
-
-
 def run_site(inv: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(BIN / "ansible-playbook"), "-i", str(inv), "baremetal/site.yml"],
@@ -93,14 +63,18 @@ def _edit(inv: Path, rel: str, old: str | None, new: str) -> None:
 @pytest.mark.parametrize(
     ("rel", "old", "new", "says"),
     [
-        pytest.param("group_vars/hgx_h100.yml", None, 'nvidia_driver_branch: "999"\n',
-                     ["nvidia_driver_branch", "999"], id="bad-driver-branch"),
+        # The driver's branch comes from the fleet model; the pin must be a release of it.
+        pytest.param("group_vars/hgx_h100.yml", None, 'nvidia_driver_version: "575.64.05"\n',
+                     ["nvidia_driver_version 575.64.05 is not a release of the driver branch 580"], id="driver-pin-off-the-branch"),
+        pytest.param("group_vars/hgx_h100.yml", None, 'nvidia_driver_branch: "535"\n',
+                     ["nvidia_driver_branch is set in the inventory", "gpufleet_driver_branch 580"], id="driver-branch-beside-the-model"),
+        # Edited after `gpufleet render`: what render derived no longer matches.
         pytest.param("host_vars/fra-hgx-04.yml", "2g.20gb: 3", "2g.24gb: 3",
-                     ["fra-hgx-04", "2g.24gb"], id="unknown-mig-profile"),
+                     ["fra-hgx-04: the inventory changed since `gpufleet render`", "2g.24gb", "rerun gpufleet render"], id="layout-changed-after-render"),
         # `gpufleet render` writes the site's Kubernetes minor from the fleet
         # model; packages pinned to another minor must not reach a server.
-        pytest.param("group_vars/all.yml", None, 'gpufleet_kubernetes_version: "1.32"\n',
-                     ["runs Kubernetes 1.32", "k8s_node_kubernetes_version is 1.33.5"], id="kubernetes-pin-off-the-site"),
+        pytest.param("group_vars/all.yml", None, 'k8s_node_kubernetes_version: "1.32.9"\n',
+                     ["runs Kubernetes 1.33", "k8s_node_kubernetes_version is 1.32.9"], id="kubernetes-pin-off-the-site"),
     ],
 )
 def test_bad_variables_fail_before_any_host_is_touched(
@@ -115,12 +89,14 @@ def test_bad_variables_fail_before_any_host_is_touched(
     assert "UNREACHABLE" not in out, "a host was contacted before the variables were checked"
 
 
-def test_kubernetes_pin_on_the_sites_version_passes(unreachable_inventory: Path, tmp_path: Path) -> None:
-    _edit(unreachable_inventory, "group_vars/all.yml", None, 'gpufleet_kubernetes_version: "1.33"\n')
-    r = run_site(unreachable_inventory, tmp_path)
+def test_the_inventory_as_written_is_refused(raw_inventory: Path, tmp_path: Path) -> None:
+    """Without what `gpufleet render` derives, nothing runs: the roles do not
+    work the fleet model's values out again."""
+    r = run_site(raw_inventory, tmp_path)
     out = r.stdout + r.stderr
-    assert "runs Kubernetes" not in out
-    assert "UNREACHABLE" in out, out[-3000:]
+    assert r.returncode != 0
+    assert "gpufleet render" in out and "gpufleet_derived_format" in out, out[-3000:]
+    assert "UNREACHABLE" not in out
 
 
 def test_good_variables_pass_validation_and_then_reach_for_the_hosts(unreachable_inventory: Path, tmp_path: Path) -> None:
