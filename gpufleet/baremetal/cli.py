@@ -8,6 +8,7 @@ error).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -28,12 +29,18 @@ app = typer.Typer(
 
 InventoryOpt = Annotated[Path, typer.Option("--inventory", "-i", help="Inventory directory (hosts.yml, group_vars/, host_vars/) or file.")]
 LimitOpt = Annotated[Optional[str], typer.Option("--limit", "-l", help="Ansible host pattern: only these hosts.")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="SSH connect timeout per host, seconds.")]
-
-
 def _fail(where: str, what: str) -> typer.Exit:
     Console(stderr=True, highlight=False, soft_wrap=True).print(f"{where}: {what}", markup=False)
     return typer.Exit(2)
+
+
+def _timeout(value: float) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise _fail("--timeout", f"must be a finite number of seconds greater than 0, not {value:g}")
+    return value
+
+
+TimeoutOpt = Annotated[float, typer.Option("--timeout", callback=_timeout, help="SSH connect timeout per host, seconds (the probe may take three times as long).")]
 
 
 def _targets(inventory: Path, limit: str | None) -> list[Target]:

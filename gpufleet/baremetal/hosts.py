@@ -69,6 +69,20 @@ def _strict(hostvars: dict[str, Any]) -> bool:
     return True
 
 
+def _origin(exc: BaseException, inventory: Path) -> tuple[str, str]:
+    """(file[:line], message) of an Ansible error raised while reading variables."""
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    seen: BaseException | None = exc
+    while seen is not None:
+        origin = getattr(seen, "obj", None)
+        path = getattr(origin, "path", None)
+        if path:
+            line = getattr(origin, "line_num", None)
+            return str(path), f"{message} (line {line})" if line else message
+        seen = seen.__cause__ or seen.__context__
+    return str(inventory), message
+
+
 def load_targets(inventory: Path, limit: str | None = None) -> list[Target]:
     """Hosts of ``inventory`` (optionally narrowed by an Ansible ``limit``
     pattern) with their connection settings and variables."""
@@ -94,7 +108,12 @@ def load_targets(inventory: Path, limit: str | None = None) -> list[Target]:
         raise InputError(where, "matches no host in the inventory")
     targets = []
     for host in hosts:
-        hv = variables.get_vars(host=host, include_hostvars=False)
+        try:
+            hv = variables.get_vars(host=host, include_hostvars=False)
+        except AnsibleError as exc:
+            # group_vars/host_vars are read here, lazily: a file that is not
+            # YAML names itself in the error's origin.
+            raise InputError(*_origin(exc, inventory)) from None
         try:
             port = int(hv.get("ansible_port") or hv.get("ansible_ssh_port") or 22)
         except (TypeError, ValueError):

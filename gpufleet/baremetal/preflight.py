@@ -17,23 +17,21 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import paramiko
-import yaml
 
+from gpufleet import facts
 from gpufleet.baremetal.hosts import Target
 
 # paramiko logs a traceback for every failed handshake; the report says it once.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 logging.getLogger("paramiko").propagate = False
 
-# The PCI ID table the gpu_detect role uses (one table for both).
-GPU_TABLE = Path(__file__).resolve().parents[2] / "roles" / "gpu_detect" / "vars" / "main.yml"
 
 # OS releases the roles support: (ID, VERSION_ID prefix).
 SUPPORTED_OS = {
@@ -102,16 +100,10 @@ class HostReport:
         }
 
 
-@lru_cache(maxsize=1)
 def pci_tables() -> tuple[dict[str, str], dict[str, str]]:
-    """(GPU device id -> accelerator name, NVSwitch device id -> name)."""
-    try:
-        data = yaml.safe_load(GPU_TABLE.read_text()) or {}
-    except OSError:
-        return {}, {}
-    gpus = {str(k).lower(): str(v) for k, v in (data.get("__gpu_detect_gpu_models") or {}).items()}
-    switches = {str(k).lower(): str(v) for k, v in (data.get("__gpu_detect_nvswitch_ids") or {}).items()}
-    return gpus, switches
+    """(GPU device id -> accelerator name, NVSwitch device id -> name): the
+    catalogue's, the same tables gpufleet render hands the gpu_detect role."""
+    return facts.pci_device_models(), facts.nvswitch_device_ids()
 
 
 def _sections(text: str) -> dict[str, list[str]]:
@@ -231,6 +223,32 @@ def evaluate(report: HostReport, target: Target, output: str) -> None:
             report.add("nvswitch", OK, f"{report.nvswitches} NVSwitch(es)")
 
 
+class Unanswered(Exception):
+    """The host accepted TCP but did not speak SSH; the message says how."""
+
+
+def _open(target: Target, timeout: float) -> socket.socket:
+    """A TCP connection whose peer has sent an SSH banner (read without consuming it)."""
+    sock = socket.create_connection((target.address, target.port), timeout=timeout)
+    where = f"{target.address}:{target.port}"
+    try:
+        sock.settimeout(timeout)
+        try:
+            first = sock.recv(256, socket.MSG_PEEK)
+        except (socket.timeout, TimeoutError):
+            raise Unanswered(f"{where} accepted the TCP connection but sent no SSH banner within {timeout:g}s "
+                             "(something else listens there, or sshd is stuck)") from None
+        if not first:
+            raise Unanswered(f"{where} accepted the TCP connection and closed it without an SSH banner (sshd refusing connections?)")
+        if not first.startswith(b"SSH-"):
+            shown = first[:40].decode("ascii", "replace").strip()
+            raise Unanswered(f"{where} answered, but not with SSH: {shown!r}")
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def _client(target: Target, timeout: float) -> paramiko.SSHClient:
     client = paramiko.SSHClient()
     client.load_system_host_keys()
@@ -243,57 +261,94 @@ def _client(target: Target, timeout: float) -> paramiko.SSHClient:
     client.set_missing_host_key_policy(
         paramiko.RejectPolicy() if target.strict_host_keys else paramiko.AutoAddPolicy()
     )
-    client.connect(
-        hostname=target.address,
-        port=target.port,
-        username=target.user,
-        key_filename=target.key_file,
-        password=target.password,
-        timeout=timeout,
-        banner_timeout=timeout,
-        auth_timeout=timeout,
-        allow_agent=target.key_file is None,
-        look_for_keys=target.key_file is None,
-    )
+    sock = _open(target, timeout)
+    try:
+        client.connect(
+            hostname=target.address,
+            port=target.port,
+            username=target.user,
+            key_filename=target.key_file,
+            password=target.password,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            allow_agent=target.key_file is None,
+            look_for_keys=target.key_file is None,
+            sock=sock,
+        )
+    except BaseException:
+        client.close()
+        sock.close()
+        raise
     return client
+
+
+def _probe(client: paramiko.SSHClient, timeout: float) -> str:
+    """Run PROBE through ``/bin/sh -s`` and return its output, within ``timeout`` seconds in all."""
+    deadline = time.monotonic() + timeout
+    transport = client.get_transport()
+    assert transport is not None
+    chan = transport.open_session(timeout=timeout)
+    try:
+        chan.settimeout(timeout)
+        chan.exec_command("/bin/sh -s")
+        chan.sendall(PROBE.encode())
+        chan.shutdown_write()
+        out = bytearray()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            chan.settimeout(left)
+            data = chan.recv(65536)
+            if not data:
+                break
+            out += data
+        return out.decode(errors="replace")
+    finally:
+        chan.close()
 
 
 def check_host(target: Target, timeout: float = 10.0) -> HostReport:
     report = HostReport(target.name, f"{target.address}:{target.port}")
+    where = f"{target.address}:{target.port}"
+    if target.key_file and not Path(target.key_file).is_file():
+        report.add("ssh", FAIL, f"key file {target.key_file} not found (ansible_ssh_private_key_file of {target.name})")
+        return report
     try:
         client = _client(target, timeout)
+    except Unanswered as exc:
+        report.add("ssh", FAIL, str(exc))
+        return report
     except paramiko.AuthenticationException as exc:
-        report.add("ssh", FAIL, f"login as {target.user or '(default user)'} refused: {exc}")
+        report.add("ssh", FAIL, f"login as {target.user or '(default user)'} at {where} refused: {exc}")
         return report
     except paramiko.BadHostKeyException:
-        report.add("ssh", FAIL, "host key differs from known_hosts")
+        report.add("ssh", FAIL, f"the host key of {where} differs from the one in known_hosts (a reinstalled host, or not the host you mean)")
         return report
     except paramiko.SSHException as exc:
         msg = str(exc)
         if "not found in known_hosts" in msg:
-            msg = "host key not in known_hosts (add it, or set StrictHostKeyChecking=no in ansible_ssh_common_args)"
+            msg = (f"host key of {where} is not in known_hosts: check it and add it "
+                   f"(ssh-keyscan -p {target.port} {target.address} >> ~/.ssh/known_hosts)")
         report.add("ssh", FAIL, msg)
         return report
-    except paramiko.ssh_exception.NoValidConnectionsError as exc:
-        reasons = sorted({(e.strerror or str(e)) for e in exc.errors.values()})
-        report.add("ssh", FAIL, f"cannot connect to {target.address}:{target.port}: {'; '.join(reasons)}")
-        return report
     except (socket.timeout, TimeoutError):
-        report.add("ssh", FAIL, f"no answer within {timeout:g}s")
+        report.add("ssh", FAIL, f"no answer from {where} within {timeout:g}s")
         return report
     except OSError as exc:
-        report.add("ssh", FAIL, exc.strerror or str(exc))
+        report.add("ssh", FAIL, f"cannot connect to {where}: {exc.strerror or exc}")
         return report
+    probe_timeout = timeout * 3
     try:
         report.add("ssh", OK, f"logged in as {target.user or '(default user)'}")
-        _, stdout, stderr = client.exec_command("/bin/sh -s", timeout=timeout * 3)
-        stdout.channel.sendall(PROBE.encode())
-        stdout.channel.shutdown_write()
-        output = stdout.read().decode(errors="replace")
-        stderr.read()
+        output = _probe(client, probe_timeout)
         evaluate(report, target, output)
-    except (paramiko.SSHException, OSError, socket.timeout) as exc:
-        report.add("probe", FAIL, f"probe failed: {exc}")
+    except (socket.timeout, TimeoutError):
+        report.add("probe", FAIL, f"logged in at {where}, but the read-only probe did not finish within {probe_timeout:g}s "
+                                  "(a login shell or forced command that hangs, or a host too loaded to answer)")
+    except (paramiko.SSHException, OSError) as exc:
+        report.add("probe", FAIL, f"logged in at {where}, but the probe failed: {exc or type(exc).__name__}")
     finally:
         client.close()
     return report

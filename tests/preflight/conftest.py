@@ -41,6 +41,10 @@ SCENARIOS = {
     "nosudo": {"id": None, "sudo": None},
 }
 
+# Keys whose login runs a fixed command instead of the one asked for
+# (authorized_keys ``command=``): a host that hangs after login.
+FORCED_COMMANDS = {"hang": "exec sleep 30"}
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -83,6 +87,11 @@ def sshd(tmp_path_factory):
         keys[name] = key
         path = base_path if spec is None else f"{_fake_bin(root, name, spec)}:{base_path}"
         auth_lines.append(f'environment="PATH={path}" {(key.with_suffix(".pub")).read_text().strip()}')
+    for name, command in FORCED_COMMANDS.items():
+        key = root / f"client_{name}"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        keys[name] = key
+        auth_lines.append(f'command="{command}" {(key.with_suffix(".pub")).read_text().strip()}')
     stranger = root / "client_stranger"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
     keys["stranger"] = stranger

@@ -7,7 +7,6 @@ named) runs in the lab (tests/lab/test_lab.py)."""
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -42,14 +41,15 @@ def test_failures_are_filed_under_their_host(tmp_path: Path) -> None:
 
 
 def _unreachable_inventory(tmp_path: Path) -> Path:
-    inv = tmp_path / "inventory"
-    shutil.copytree(ROOT / "inventory" / "dc-fra", inv)
+    """The example data centre as `gpufleet render` writes it, every host on
+    127.0.0.1's closed discard port: refused at once, no traffic leaves the machine."""
+    from gpufleet.model import load_fleet
+    from gpufleet.render import write_ansible
+
+    write_ansible(load_fleet(ROOT / "stacks" / "fleet.yaml"), "dc-fra", tmp_path / "rendered")
+    inv = tmp_path / "rendered" / "inventory"
     hosts = inv / "hosts.yml"
-    # 127.0.0.1's closed discard port: refused at once, no traffic leaves the machine
     hosts.write_text(re.sub(r"ansible_host: 10\.20\.\d+\.\d+", "ansible_host: 127.0.0.1, ansible_port: 9", hosts.read_text()))
-    # what `gpufleet render` adds from the fleet model
-    all_yml = inv / "group_vars" / "all.yml"
-    all_yml.write_text(all_yml.read_text() + "gpufleet_k8s_api_endpoint: k8s-api.dc-fra.example:6443\n")
     return inv
 
 
