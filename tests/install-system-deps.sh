@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs (qemu for the VM lab,
 # debootstrap for its image, promtool for alert rules, redis for cache tests,
-# an SSH client and server for the preflight tests). Idempotent and quiet:
+# an SSH client and server for the preflight tests, gpg and sudo for the
+# Ansible roles' key checks and unprivileged runs). Idempotent and quiet:
 # when every package is already installed it does nothing, not even
 # `apt-get update`. Run as root (or with passwordless sudo) on Debian 12.
 set -euo pipefail
@@ -18,6 +19,8 @@ PACKAGES=(
   pciutils
   procps
   iproute2
+  gpg
+  sudo
 )
 
 missing=()

@@ -29,12 +29,8 @@ def words(text: str) -> list[str]:
 
 
 def gpu_models_by_device_id() -> dict[str, str]:
-    """NVIDIA PCI device id -> accelerator name, from the gpu_detect role's
-    table (the same one the playbooks use)."""
-    from pathlib import Path
+    """NVIDIA PCI device id -> accelerator name, from the catalogue (the table
+    gpufleet render hands the gpu_detect role)."""
+    from gpufleet.facts import pci_device_models
 
-    import yaml
-
-    path = Path(__file__).resolve().parents[2] / "roles" / "gpu_detect" / "vars" / "main.yml"
-    data = yaml.safe_load(path.read_text()) or {}
-    return {str(k).lower(): str(v) for k, v in (data.get("__gpu_detect_gpu_models") or {}).items()}
+    return pci_device_models()

@@ -61,13 +61,14 @@ def _mig_expected(layout, count: int) -> dict[int, Counter]:
     return per_gpu
 
 
-def test_mig_mode(host, gpu, expect):
+def test_mig_mode(host, gpu, hostvars):
     rows = smi(host, "index,mig.mode.current")
+    layout = hostvars.get("gpufleet_mig_layout") or []
     if all(mode in ("[N/A]", "N/A") for _, mode in rows):
-        if expect("mig", "mig_layout"):
+        if layout:
             pytest.fail("the inventory sets a MIG layout but these GPUs do not support MIG")
         pytest.skip("GPUs without MIG support")
-    want = _mig_expected(expect("mig", "mig_layout"), len(rows))
+    want = _mig_expected(layout, len(rows))
     for idx, mode in rows:
         expected = "Enabled" if int(idx) in want else "Disabled"
         assert mode == expected, f"GPU {idx}: MIG {mode}, expected {expected}"
@@ -76,8 +77,8 @@ def test_mig_mode(host, gpu, expect):
 _GI = re.compile(r"MIG\s+(\d+g\.\d+gb(?:\+me)?)\s+\d+\s+\d+", re.IGNORECASE)
 
 
-def test_mig_layout(host, gpu, expect):
-    want = _mig_expected(expect("mig", "mig_layout"), len(gpu))
+def test_mig_layout(host, gpu, hostvars):
+    want = _mig_expected(hostvars.get("gpufleet_mig_layout") or [], len(gpu))
     if not want:
         pytest.skip("no MIG layout for this host")
     for idx, profiles in want.items():
@@ -87,8 +88,8 @@ def test_mig_layout(host, gpu, expect):
         assert got == profiles, f"GPU {idx}: GPU instances {dict(got)}, expected {dict(profiles)}"
 
 
-def test_mig_config_applied_at_boot(host, gpu, expect):
-    if not expect("mig", "mig_layout"):
+def test_mig_config_applied_at_boot(host, gpu, expect, hostvars):
+    if not hostvars.get("gpufleet_mig_layout"):
         pytest.skip("no MIG layout for this host")
     conf = host.file(f"{expect('mig', 'mig_config_dir')}/{expect('mig', 'mig_config_file')}")
     assert conf.exists
