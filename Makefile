@@ -1,7 +1,6 @@
 # gpufleet — the two quick-start commands are `make plan` and `make test`.
 SHELL := /bin/bash
 PYTHON ?= python3
-UV_VERSION := 0.13.8
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
@@ -10,9 +9,11 @@ export UV_PYTHON := $(shell command -v $(PYTHON))
 
 .PHONY: plan validate render test test-fast lint lab lab-full lab-clean bench clean env env-dev
 
-$(UV):
+# uv's version and the SHA-256 of each of its Linux wheels: requirements-uv.txt.
+$(UV): requirements-uv.txt
 	$(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check --require-hashes --only-binary :all: -r requirements-uv.txt
+	touch $(UV)
 
 # The locked runtime environment (what `gpufleet` needs to run).
 env: $(UV)
