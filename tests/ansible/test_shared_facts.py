@@ -224,3 +224,23 @@ def test_the_threshold_follows_the_catalogue_unless_the_inventory_overrides_it(t
     block = acc["block"]
     assert block["name"] == "ib-a" and block["hosts"] == ["fra-hgx-01", "fra-hgx-02", "fra-hgx-03", "fra-hgx-04"]
     assert block["busbw_gbps"] > 0 and block["source"]
+
+
+# -------------------------------------------- the engines' copies, until they import the model's
+
+
+def test_the_engines_use_the_model_s_counters_and_device_plugin_labels() -> None:
+    """k8s/ keeps its own copies of two facts until it imports them from
+    gpufleet.facts; while it does, they must agree."""
+    from gpufleet import facts
+    from gpufleet.model import load_fleet
+    from k8s import gpu_operator
+    from k8s.monitoring import dcgm
+
+    def rows(counters):
+        return [(c.field, c.type, c.help) if hasattr(c, "field") else tuple(c) for c in counters]
+
+    assert rows(facts.DCGM_COUNTERS) == rows(dcgm.COUNTERS)
+    fleet = load_fleet(ROOT / "stacks" / "fleet.yaml")
+    for site in fleet.sites:
+        assert facts.device_plugin_node_labels(fleet, site) == gpu_operator.device_plugin_node_labels(fleet, site), site.name
