@@ -18,114 +18,37 @@ on generated inventories. Reading the files directly keeps ``gpufleet validate``
 fast on inventories of thousands of servers, where Ansible's loader is slow.
 Each resolved variable remembers the file it came from, so a problem is
 reported against the file the user must edit.
+
+What Ansible would read differently is refused before anything is read
+(:func:`check_tree`): an executable file Ansible would run as an inventory
+script, a file or folder at the top that Ansible would parse as more inventory
+(INI, TOML, subfolders) but this reader does not, and symbolic links that
+loop or lead out of the inventory. A variable that should have one owner
+(``gpufleet_server_class``) set to different values by two groups neither of
+which is below the other is reported as a conflict (:attr:`Inventory.conflicts`):
+Ansible would pick one by group name, silently.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from gpufleet.errors import Problem
+from gpufleet.safe_yaml import VaultValue, load_yaml
 
-try:
-    _BaseLoader = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - libyaml missing
-    _BaseLoader = yaml.SafeLoader
-
-@dataclass(frozen=True)
-class VaultValue:
-    """An Ansible Vault value (``!vault |`` and its ciphertext), kept opaque.
-
-    gpufleet never decrypts it: it passes through to the rendered inventory as
-    the same ciphertext, and a ``gpufleet_*`` variable (whose value the model
-    needs) cannot be vaulted. The tags are the ones ansible-core 2.19 reads
-    (``AnsibleConstructor.construct_yaml_vault`` in
-    ``ansible/_internal/_yaml/_constructor.py``: ``!vault``, and the
-    deprecated ``!vault-encrypted``).
-    """
-
-    ciphertext: str = field(repr=False)
-
-    def __str__(self) -> str:
-        return "<vaulted>"
-
-
-def _construct_vault(loader: yaml.SafeLoader, node: yaml.Node) -> VaultValue:
-    if not isinstance(node, yaml.ScalarNode):
-        raise yaml.constructor.ConstructorError(None, None, f"{node.tag} must tag a string (the vault ciphertext)", node.start_mark)
-    return VaultValue(str(loader.construct_scalar(node)))
-
-
-_STR, _MAP, _SEQ = "tag:yaml.org,2002:str", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
-_RESOLVED: dict[str, str] = {}  # plain scalar -> implicit tag, shared by every file read
-
-
-class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
-    """The safe loader, with the two hot spots of large inventories made cheap.
-
-    Implicit tags of plain scalars are cached (keys such as ``gpufleet_rack``
-    repeat on every host), and plain str/map/seq nodes are built directly
-    instead of through the constructor's generic dispatch. Anything else
-    (merge keys, explicit tags, numbers, booleans, dates) still goes through
-    the safe constructor, so the result equals ``yaml.safe_load``.
-    """
-
-    def resolve(self, kind, value, implicit):  # noqa: ANN001, ANN201
-        if kind is yaml.ScalarNode and implicit[0]:
-            tag = _RESOLVED.get(value)
-            if tag is None:
-                tag = super().resolve(kind, value, implicit)
-                if len(_RESOLVED) < 500_000:
-                    _RESOLVED[value] = tag
-            return tag
-        return super().resolve(kind, value, implicit)
-
-    def construct_document(self, node):  # noqa: ANN001, ANN201
-        memo: dict[int, Any] = {}
-        generic = self.construct_object
-
-        def build(n: yaml.Node) -> Any:
-            tag = n.tag
-            if tag == _STR and type(n) is yaml.ScalarNode:
-                return n.value
-            found = memo.get(id(n))
-            if found is not None:
-                return found
-            if tag == _MAP and type(n) is yaml.MappingNode and not any(k.tag == "tag:yaml.org,2002:merge" for k, _ in n.value):
-                out: dict = {}
-                memo[id(n)] = out
-                for k, v in n.value:
-                    key = build(k)
-                    try:
-                        hash(key)
-                    except TypeError:
-                        return generic(n, deep=True)  # raises the constructor's own error
-                    out[key] = build(v)
-                return out
-            if tag == _SEQ and type(n) is yaml.SequenceNode:
-                seq: list = []
-                memo[id(n)] = seq
-                seq.extend(build(c) for c in n.value)
-                return seq
-            return generic(n, deep=True)
-
-        data = build(node)
-        self.constructed_objects = {}
-        self.recursive_objects = {}
-        self.deep_construct = False
-        return data
-
-for _tag in ("!vault", "!vault-encrypted"):
-    _Loader.add_constructor(_tag, _construct_vault)
+__all__ = ["Group", "Host", "Inventory", "ResolvedHost", "VaultValue", "load_inventory", "load_yaml"]
 
 _VAR_EXTENSIONS = ("", ".yml", ".yaml", ".json")  # Ansible's lookup order; the first found wins
 _VAR_SUFFIXES = (".yml", ".yaml", ".json")
+_SOURCE_SUFFIXES = (".yml", ".yaml", ".json")  # what Ansible's yaml inventory plugin reads (yaml_extensions)
+# What Ansible skips in an inventory folder: ansible/inventory/manager.py's
+# IGNORED (IGNORED_ALWAYS and the default INVENTORY_IGNORE_EXTS, ansible-core 2.19).
+_ANSIBLE_SKIPS = re.compile(r"^\.|^host_vars$|^group_vars$|^vars_plugins$|(\.pyc|\.pyo|\.swp|\.bak|~|\.rpm|\.md|\.txt|\.rst|\.orig|\.cfg|\.retry)$")
 
 
 @dataclass
@@ -143,6 +66,7 @@ class Host:
     name: str
     groups: set[str] = field(default_factory=set)  # direct groups
     vars: dict[str, Any] = field(default_factory=dict)  # inline vars from the hosts file
+    file: str = ""  # the hosts file that lists it first
 
 
 @dataclass
@@ -151,6 +75,7 @@ class ResolvedHost:
     groups: list[str]  # every group, ancestors included, 'all' first
     vars: dict[str, Any]
     origin: dict[str, str]  # variable -> file it was resolved from
+    file: str = ""  # the hosts file that lists it first
 
 
 @dataclass
@@ -159,25 +84,25 @@ class Inventory:
     hosts: dict[str, ResolvedHost]
     groups: dict[str, Group]
     files: list[str] = field(default_factory=list)  # every file read, relative to root, in reading order
+    conflicts: list[Conflict] = field(default_factory=list)
 
 
-def load_yaml(path: Path, display: str, problems: list[Problem]) -> Any:
-    """Parse one YAML (or JSON) file; a syntax error becomes a Problem."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.append(Problem(display, "", f"cannot read: {exc.strerror if isinstance(exc, OSError) else exc}"))
-        return None
-    try:
-        if path.suffix == ".json":
-            return json.loads(text)
-        return yaml.load(text, Loader=_Loader)
-    except (yaml.YAMLError, ValueError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        problems.append(Problem(display, where, f"not valid YAML: {reason}"))
-        return None
+@dataclass(frozen=True)
+class Setter:
+    group: str
+    file: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Two groups of one host, neither below the other, set a single-owner variable differently."""
+
+    host: str
+    file: str  # the hosts file listing the host
+    var: str
+    first: Setter
+    second: Setter
 
 
 MAX_RANGE_HOSTS = 100_000  # one host pattern; more is a typo in the bounds, not a data centre
@@ -331,7 +256,7 @@ class _Reader:
             for hname in names:
                 host = self.hosts.get(hname)
                 if host is None:
-                    host = self.hosts[hname] = Host(hname)
+                    host = self.hosts[hname] = Host(hname, file=file)
                     if port is not None:  # like Ansible: a port counts where the host is first listed
                         host.vars["ansible_port"] = port
                 host.groups.add(name)
@@ -428,13 +353,115 @@ def _depths(groups: dict[str, Group]) -> None:
                 order.append(child)
 
 
-def load_inventory(root: Path, rel: str, problems: list[Problem]) -> Inventory | None:
-    """Read the inventory folder ``root`` (shown to the user as ``rel``)."""
+def _link_problem(path: Path, real_root: Path) -> str | None:
+    """Why the symbolic link ``path`` may not be followed; None when it stays inside the inventory."""
+    try:
+        target = Path(os.path.realpath(path, strict=True))
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP
+            return "a symbolic link that loops; point it at a file inside the inventory"
+        return f"a symbolic link to {os.readlink(path)}, which does not exist"
+    if target != real_root and real_root not in target.parents:
+        return f"a symbolic link to {target}, outside the inventory; copy the file into the inventory instead"
+    if target.is_dir() and (target == path.parent.resolve() or target in path.parent.resolve().parents):
+        return "a symbolic link to a folder that contains it (a loop); point it at a file inside the inventory"
+    return None
+
+
+def _vars_tree_problems(folder: Path, real_root: Path, display) -> list[Problem]:  # noqa: ANN001
+    """Symbolic links under group_vars/ or host_vars/ that loop or leave the inventory."""
+    out: list[Problem] = []
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        for path in sorted(current.iterdir(), key=lambda p: p.name):
+            if path.name.startswith(".") or path.name.endswith("~"):
+                continue
+            if path.is_symlink():
+                reason = _link_problem(path, real_root)
+                if reason:
+                    out.append(Problem(display(path), "", reason))
+                    continue
+            if path.is_dir():
+                stack.append(path)
+    return out
+
+
+def check_tree(root: Path, display) -> list[Problem]:  # noqa: ANN001 - display: Path -> the name a user reads
+    """What in the inventory folder Ansible would read differently from this reader, one problem each."""
+    real_root = root.resolve()
+    out: list[Problem] = []
+    keep = "rename it with an extension Ansible ignores (.txt, .md) or move it out of the inventory"
+    for path in sorted(root.iterdir(), key=lambda p: p.name):
+        name = path.name
+        if path.is_symlink() and not name.startswith("."):
+            reason = _link_problem(path, real_root)
+            if reason:
+                out.append(Problem(display(path), "", reason))
+                continue
+        if name in ("group_vars", "host_vars") and path.is_dir():
+            out.extend(_vars_tree_problems(path, real_root, display))
+            continue
+        if _ANSIBLE_SKIPS.search(name):
+            continue
+        if path.is_dir():
+            out.append(Problem(display(path), "", f"Ansible would read this folder's files as more inventory, gpufleet reads the hosts files at the top of the inventory only; {keep}"))
+        elif os.access(path, os.X_OK):
+            out.append(Problem(display(path), "", "executable: Ansible would run it as an inventory script, which gpufleet does not; clear its executable bit (chmod -x) or move it out of the inventory"))
+        elif path.suffix not in _SOURCE_SUFFIXES:
+            out.append(Problem(display(path), "", f"Ansible would read this file as inventory (ini, toml or a plugin's), gpufleet reads YAML hosts files only; {keep}"))
+    return out
+
+
+def _setters(groups: dict[str, Group], ordered: list[str], group_files: dict[str, list[tuple[str, dict]]], var: str, hosts_file: str) -> list[Setter]:
+    out = []
+    for name in ordered:
+        found = None
+        if var in groups[name].vars:
+            found = Setter(name, hosts_file, groups[name].vars[var])
+        for file, data in group_files.get(name, []):
+            if var in data:
+                found = Setter(name, file, data[var])
+        if found is not None:
+            out.append(found)
+    return out
+
+
+def _ancestors(groups: dict[str, Group], name: str) -> set[str]:
+    seen: set[str] = set()
+    stack = list(groups[name].parents)
+    while stack:
+        g = stack.pop()
+        if g not in seen:
+            seen.add(g)
+            stack.extend(groups[g].parents)
+    return seen
+
+
+def _conflict(groups: dict[str, Group], setters: list[Setter]) -> tuple[Setter, Setter] | None:
+    """Two setters with different values, neither group an ancestor of the other."""
+    for i, a in enumerate(setters):
+        for b in setters[i + 1 :]:
+            if a.value != b.value and a.group not in _ancestors(groups, b.group) and b.group not in _ancestors(groups, a.group):
+                return a, b
+    return None
+
+
+def load_inventory(root: Path, rel: str, problems: list[Problem], single_owner: tuple[str, ...] = ()) -> Inventory | None:
+    """Read the inventory folder ``root`` (shown to the user as ``rel``).
+
+    ``single_owner`` names variables that two unrelated groups of one host may
+    not set differently (:attr:`Inventory.conflicts`).
+    """
     if not root.is_dir():
         problems.append(Problem(rel, "", "inventory folder not found"))
         return None
     reader = _Reader(root, rel, problems)
-    sources = sorted(p for p in root.iterdir() if p.is_file() and p.suffix in (".yml", ".yaml") and not p.name.startswith("."))
+    tree = check_tree(root, reader.display)
+    if tree:
+        problems.extend(tree)
+        return None
+    sources = sorted(p for p in root.iterdir() if p.is_file() and p.suffix in _SOURCE_SUFFIXES and not p.name.startswith("."))
     if not sources:
         problems.append(Problem(rel, "", "no hosts file (hosts.yml) in the inventory folder"))
         return None
@@ -486,6 +513,8 @@ def load_inventory(root: Path, rel: str, problems: list[Problem]) -> Inventory |
     ancestors_cache: dict[frozenset[str], list[str]] = {}
     group_vars_cache: dict[frozenset[str], tuple[dict, dict]] = {}
     resolved: dict[str, ResolvedHost] = {}
+    conflicts: list[Conflict] = []
+    conflict_cache: dict[frozenset[str], list[tuple[str, tuple[Setter, Setter]]]] = {}
     all_group = groups["all"]
     for host in reader.hosts.values():
         key = frozenset(host.groups)
@@ -519,16 +548,22 @@ def load_inventory(root: Path, rel: str, problems: list[Problem]) -> Inventory |
                     values.update(data)
                     origin.update(dict.fromkeys(data, file))
             group_vars_cache[key] = (values, origin)
+            found = [(var, _conflict(groups, _setters(groups, ordered, group_files, var, f"{rel}/{hosts_file}"))) for var in single_owner]
+            conflict_cache[key] = [(var, c) for var, c in found if c]
         base, base_origin = group_vars_cache[key]
         values = dict(base)
         origin = dict(base_origin)
         values.update(host.vars)
-        origin.update(dict.fromkeys(host.vars, f"{rel}/{sources[0].name}"))
+        origin.update(dict.fromkeys(host.vars, host.file))
+        own: set[str] = set(host.vars)
         if host.name in hosts_dir_names:
             for file, data in reader.vars_file(hv_dir, host.name):
                 values.update(data)
                 origin.update(dict.fromkeys(data, file))
-        resolved[host.name] = ResolvedHost(host.name, ["all", *ordered], values, origin)
+                own.update(data)
+        # A host's own variables settle a conflict between its groups deliberately.
+        conflicts.extend(Conflict(host.name, host.file, var, a, b) for var, (a, b) in conflict_cache[key] if var not in own)
+        resolved[host.name] = ResolvedHost(host.name, ["all", *ordered], values, origin, host.file)
     if reader.broken:
         return None  # hosts missing variables from an unreadable file would only echo its problem
-    return Inventory(root, resolved, groups, [p.relative_to(root).as_posix() for p in reader.files])
+    return Inventory(root, resolved, groups, [p.relative_to(root).as_posix() for p in reader.files], conflicts)

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from gpufleet import mig
+from gpufleet import mig, names
 from gpufleet.catalog import ACCELERATORS, INSTANCE_TYPES
 from gpufleet.errors import FleetError, Problem, did_you_mean, key_path
 from gpufleet.inventory import ResolvedHost, VaultValue, load_inventory, load_yaml
@@ -52,6 +52,9 @@ class Server:
     groups: list[str]
     ansible_host: str | None
     spec: ServerVars
+    ansible_port: int | None = None
+    file: str = ""  # the hosts file that lists it
+    origin: dict[str, str] = field(default_factory=dict)  # ansible_host and gpufleet_bmc_address -> the file that sets it
 
     @property
     def mig_gpus(self) -> int:
@@ -244,6 +247,8 @@ VAULTED = "is vaulted (!vault), but gpufleet needs its value to check the fleet:
 
 def _vaulted(value: Any) -> bool:
     """Whether an Ansible Vault value is anywhere in ``value``."""
+    if not isinstance(value, (dict, list, VaultValue)):
+        return False
     stack = [value]
     while stack:
         v = stack.pop()
@@ -447,15 +452,22 @@ def _load_site(spec: SiteSpec, index: int, stacks_dir: Path, root: Path, fleet_f
 
 def _load_servers(spec: SiteSpec, root: Path, problems: list[Problem]) -> tuple[list[Server], list[str]]:
     inv_rel = str(spec.inventory)
-    inv = load_inventory(root / inv_rel, inv_rel, problems)
+    inv = load_inventory(root / inv_rel, inv_rel, problems, single_owner=("gpufleet_server_class",))
     if inv is None:
         return [], []
     if not inv.hosts:
         problems.append(Problem(inv_rel, "", "the inventory has no hosts"))
     servers = []
     found: list[tuple[str, Problem]] = []
+    for c in inv.conflicts:
+        found.append((c.host, Problem(c.file, c.host, (
+            f"in two server classes: group {c.first.group} sets {c.var} {c.first.value} ({c.first.file}), "
+            f"group {c.second.group} sets {c.second.value} ({c.second.file}); list the host in one class group"))))
     for host in inv.hosts.values():
         mine: list[Problem] = []
+        reason = names.node_name(host.name)
+        if reason:
+            mine.append(Problem(host.file, host.name, f"not a valid Kubernetes node name (a data-centre node is named after its inventory host): {reason}"))
         server = _server(host, spec, mine)
         found.extend((host.name, p) for p in mine)
         if server:
@@ -540,7 +552,43 @@ def _server(host: ResolvedHost, spec: SiteSpec, problems: list[Problem]) -> Serv
             bad = [d for d in group.devices if d >= sv.gpu_count]
             if bad:
                 problems.append(Problem(file, f"{where}.devices", f"GPU index {bad[0]} does not exist on a {sv.gpu_count}-GPU server"))
-    return Server(name=host.name, site=spec.name, groups=host.groups, ansible_host=host.vars.get("ansible_host"), spec=sv)
+    problems.extend(_mig_overlaps(host, sv, host.origin.get("gpufleet_mig_layout", str(spec.inventory))))
+    return Server(
+        name=host.name, site=spec.name, groups=host.groups, ansible_host=_plain(host.vars.get("ansible_host")), spec=sv,
+        ansible_port=_port(host.vars.get("ansible_port")), file=host.file,
+        origin={k: host.origin[k] for k in ("ansible_host", "gpufleet_bmc_address") if k in host.origin},
+    )
+
+
+def _plain(value: Any) -> str | None:
+    return None if value is None or isinstance(value, VaultValue) else str(value)
+
+
+def _port(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None and not isinstance(value, VaultValue) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _mig_overlaps(host: ResolvedHost, sv: ServerVars, file: str) -> list[Problem]:
+    """One GPU in two MIG groups (or twice in one): mig-parted would apply one of them, silently."""
+    out: list[Problem] = []
+    owner: dict[int, int] = {}
+    for gi, group in enumerate(sv.mig_layout):
+        where = f"{host.name}.gpufleet_mig_layout[{gi}].devices"
+        devices = list(range(sv.gpu_count)) if group.devices == "all" else list(group.devices)
+        twice = sorted({d for d in devices if devices.count(d) > 1})
+        if twice:
+            out.append(Problem(file, where, f"GPU index {twice[0]} is listed twice"))
+        for d in devices:
+            if d in owner and owner[d] != gi:
+                first = sv.mig_layout[owner[d]]
+                note = " (devices: all)" if first.devices == "all" else ""
+                out.append(Problem(file, where, f"GPU index {d} is also in gpufleet_mig_layout[{owner[d]}]{note}"))
+                break
+            owner.setdefault(d, gi)
+    return out
 
 
 # ------------------------------------------------------------------- cross-checks
@@ -621,6 +669,7 @@ def cross_check(fleet: Fleet, fleet_file: str) -> list[Problem]:
                 problems.append(Problem(fleet_file, f"{path}.sites[{si}]", f"site '{s}' has no whole {p.accelerator} GPUs (it has: {have})"))
 
     problems.extend(_cidr_overlaps(fleet, fleet_file))
+    problems.extend(_shared_addresses(fleet))
     from cloud.versions import EKS_ADDON_VERSIONS
 
     for site in fleet.sites:
@@ -697,6 +746,44 @@ def _cidr_overlaps(fleet: Fleet, fleet_file: str) -> list[Problem]:
         for f2, p2, s2, n2 in nets[i + 1 :]:
             if n1.overlaps(n2):
                 out.append(Problem(f2, p2, f"{n2} overlaps {n1} ({s1} {p1.rsplit('.', 1)[-1]})"))
+    return out
+
+
+_PLAIN_IPV4 = re.compile(r"^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$")
+
+
+def _address(value: str) -> str:
+    """One spelling per address: IP addresses in canonical form, host names in lower case."""
+    if _PLAIN_IPV4.match(value):
+        return value  # already canonical (no leading zeros)
+    try:
+        return str(ipaddress.ip_address(value.strip().strip("[]")))
+    except ValueError:
+        return value.strip().lower().rstrip(".")
+
+
+def _shared_addresses(fleet: Fleet) -> list[Problem]:
+    """Two hosts with one address: SSH (address and port) or a BMC; across every data centre."""
+    ssh: dict[tuple[str, int], tuple[str, str, str]] = {}
+    anyone: dict[str, tuple[str, str, str]] = {}  # address -> first (host, variable, file) using it
+    bmcs: dict[str, tuple[str, str, str]] = {}
+    out = []
+    for site in fleet.sites:
+        for server in site.servers:
+            for var, value in (("ansible_host", server.ansible_host), ("gpufleet_bmc_address", server.spec.bmc_address)):
+                if value is None:
+                    continue
+                addr = _address(value)
+                me = (server.name, var, server.origin.get(var, server.file))
+                if var == "ansible_host":
+                    first = ssh.get((addr, server.ansible_port or 22)) or bmcs.get(addr)
+                    ssh.setdefault((addr, server.ansible_port or 22), me)
+                else:
+                    first = anyone.get(addr)
+                    bmcs.setdefault(addr, me)
+                anyone.setdefault(addr, me)
+                if first is not None and first[0] != server.name:
+                    out.append(Problem(me[2], f"{server.name}.{var}", f"{value} is also the address of {first[0]} ({first[1]}, {first[2]})"))
     return out
 
 

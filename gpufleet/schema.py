@@ -7,7 +7,9 @@
 
 Unknown keys are errors (with a "did you mean" hint from the loader); types
 are strict, so ``kubernetes_version: 1.30`` (a float) is refused rather than
-silently becoming "1.3".
+silently becoming "1.3"; numbers must be finite (no ``.nan``, ``.inf``); and
+every name that reaches a cluster (namespaces, node labels and taints, the API
+endpoint) must be one the cluster accepts (:mod:`gpufleet.names`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from gpufleet import names
 from gpufleet.catalog import ACCELERATORS, INSTANCE_TYPES
 
 Name = Annotated[str, Field(pattern=r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$", description="DNS label: lower case, digits and '-'")]
@@ -49,13 +52,62 @@ def _instance_type(value: str) -> str:
     return value
 
 
+def _check(check) -> AfterValidator:  # noqa: ANN001 - a names.* function: value -> reason or None
+    def validate(value: str) -> str:
+        reason = check(value)
+        if reason:
+            raise ValueError(reason)
+        return value
+
+    return AfterValidator(validate)
+
+
+def _node_label_value(value: str) -> str:
+    reason = names.label_value(value)
+    if reason:
+        raise ValueError(f"{reason} (got {value!r:.40}; it becomes a node label)")
+    return value
+
+
+def _namespace(value: str) -> str:
+    owner = names.reserved_namespace(value)
+    if owner:
+        raise ValueError(f"namespace '{value}' belongs to {owner}; give the team a namespace of its own")
+    return value
+
+
+def _endpoint(value: str) -> str:
+    """A host name or IP address, as kubeadm's controlPlaneEndpoint host: gpufleet adds the port."""
+    fix = "give the host name or address only (gpufleet adds :6443)"
+    scheme, sep, rest = value.partition("://")
+    if sep:
+        raise ValueError(f"'{value}' has a scheme ({scheme}://); {fix}")
+    if "/" in value:
+        raise ValueError(f"'{value}' has a path; {fix}")
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+        return value
+    except ValueError:
+        pass
+    host, colon, port = value.rpartition(":")
+    if colon and port.isdigit() and host.count(":") == 0:
+        raise ValueError(f"'{value}' has a port (:{port}); {fix}")
+    if names.node_name(value.lower().rstrip(".")):
+        raise ValueError(f"'{value}' is not a host name or an IP address")
+    return value
+
+
 Cidr = Annotated[str, AfterValidator(_cidr)]
+LabelKey = Annotated[str, _check(names.user_label_key)]
+LabelValue = Annotated[str, _check(names.label_value)]
+NodeLabelValue = Annotated[str, AfterValidator(_node_label_value)]
+TaintText = Annotated[str, _check(names.taint)]
 AcceleratorId = Annotated[str, AfterValidator(_accelerator)]
 InstanceTypeName = Annotated[str, AfterValidator(_instance_type)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------- fleet.yaml
@@ -68,7 +120,7 @@ class SiteSpec(Strict):
     location: str | None = None
     inventory: str | None = None
     kubernetes_version: KubeVersion | None = None
-    api_endpoint: str | None = None
+    api_endpoint: Annotated[str, AfterValidator(_endpoint)] | None = None
     node_cidr: Cidr | None = None
     pod_cidr: Cidr | None = None
 
@@ -106,7 +158,7 @@ class Queue(Strict):
 
 class Team(Strict):
     name: Name
-    namespace: Name
+    namespace: Annotated[Name, AfterValidator(_namespace)]
     queues: list[Queue] = Field(default_factory=list)
 
 
@@ -153,7 +205,7 @@ class FleetSpec(Strict):
 
 
 class Camel(Strict):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, alias_generator=to_camel, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False, alias_generator=to_camel, populate_by_name=True)
 
 
 class NetworkConfig(Camel):
@@ -184,8 +236,8 @@ class ClusterConfig(Camel):
 
 
 class Taint(Camel):
-    key: str
-    value: str = ""
+    key: LabelKey
+    value: LabelValue = ""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 
 
@@ -197,7 +249,7 @@ class NodePool(Camel):
     min_size: int = Field(ge=0, le=1000)
     max_size: int = Field(ge=1, le=1000)
     disk_gib: int = Field(100, ge=20, le=16384)
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[LabelKey, Annotated[LabelValue, Field(min_length=1)]] = Field(default_factory=dict)
     taints: list[Taint] = Field(default_factory=list)
     efa: bool = False
     availability_zones: list[str] | None = None
@@ -264,11 +316,11 @@ class ServerVars(Strict):
     """The ``gpufleet_*`` variables of one host, prefix removed."""
 
     site: Name
-    server_class: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
-    pool: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
-    rack: str
+    server_class: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$"), AfterValidator(_node_label_value)]
+    pool: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$"), AfterValidator(_node_label_value)]
+    rack: NodeLabelValue
     bmc_address: str
-    ib_block: str | None = None
+    ib_block: NodeLabelValue | None = None
     accelerator: AcceleratorId | None = None
     gpu_count: int = Field(0, ge=0, le=16)
     nvswitch: bool = False
@@ -277,7 +329,7 @@ class ServerVars(Strict):
     fabric_hcas: list[str] = Field(default_factory=list)
     acceptance_busbw_gbps: float | None = Field(None, gt=0)
     mig_layout: list[MigGroup] = Field(default_factory=list)
-    node_taints: list[str] = Field(default_factory=list)
+    node_taints: list[TaintText] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _gpu(self) -> ServerVars:

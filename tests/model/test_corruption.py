@@ -1,12 +1,15 @@
 """Property: random corruption of the example fleet never crashes `gpufleet validate`.
 
 Hypothesis deletes keys, changes a value's type, inserts unknown keys,
-truncates files and garbles YAML syntax, one to three times per example, in
-any of the example's files (fleet.yaml, Pulumi stacks, hosts files,
-group_vars, host_vars). Whatever it produces, validate must exit 0 or 2,
-never raise, and when it exits 2 print only `where: what` lines and the count.
+truncates files, garbles YAML syntax, duplicates keys, nests collections
+deeply, plants alias bombs, Ansible Vault values and non-finite numbers, one
+to three times per example. It runs once per kind of input file, so each
+kind gets its share: fleet.yaml, the Pulumi stacks, the hosts files, group_vars
+and host_vars (the corruption starts in a file of that kind; later steps may
+hit any file). Whatever it produces, validate must exit 0 or 2, never raise,
+and when it exits 2 print only `where: what` lines and the count.
 
-GPUFLEET_FUZZ_EXAMPLES sets the number of examples (default 120, a few seconds).
+GPUFLEET_FUZZ_EXAMPLES sets the number of examples per kind (default 60).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
@@ -33,6 +37,13 @@ EXAMPLE = {
     if p.is_file()
 }
 FILES = sorted(EXAMPLE)
+KINDS = {
+    "fleet": [f for f in FILES if f == "stacks/fleet.yaml"],
+    "stacks": [f for f in FILES if f.startswith("stacks/Pulumi.")],
+    "hosts": [f for f in FILES if f.endswith("/hosts.yml")],
+    "group_vars": [f for f in FILES if "/group_vars/" in f],
+    "host_vars": [f for f in FILES if "/host_vars/" in f],
+}
 
 # Names and values without line breaks: a problem line quotes them (a newline in
 # a key would split its line; that is the printer's business, not this test's).
@@ -47,6 +58,33 @@ scalars = st.one_of(
 )
 values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(texts, inner, max_size=3)), max_leaves=6)
 YAML_NOISE = list(":-[]{},#&*!|>'\"%@`\t\n ") + ["\n  ", ": ", "- ", "{{", "\x00", "\ufeff"]
+VAULT = "!vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  3133\n"
+def _bomb(levels: int) -> str:
+    out = ["b0: &b0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    out += [f"b{i}: &b{i} [{', '.join([f'*b{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(out) + "\n"
+
+
+def text_op(draw: Any, op: str, text: str) -> str:
+    """Corruptions written as text: PyYAML's dumper could not produce them."""
+    lines = text.splitlines(keepends=True) or [""]
+    i = draw(st.integers(0, len(lines) - 1))
+    if op == "duplicate-key":
+        keyed = [j for j, line in enumerate(lines) if ":" in line and not line.lstrip().startswith(("#", "-"))]
+        if keyed:
+            j = keyed[draw(st.integers(0, len(keyed) - 1))]
+            lines.insert(j + 1, lines[j] if lines[j].endswith("\n") else lines[j] + "\n")
+    elif op == "deep":
+        n = draw(st.sampled_from([65, 1000, 50_000]))
+        lines.append(f"\ndeep_{i}: " + "[" * n + "]" * n + "\n")
+    elif op == "bomb":
+        lines.append("\n" + _bomb(draw(st.integers(2, 9))))
+    elif op in ("vault", "nonfinite"):
+        m = re.search(r":\s*(\S[^#\n]*)$", lines[i])
+        if m:
+            new = VAULT if op == "vault" else draw(st.sampled_from([".nan", ".inf", "-.Inf", ".NaN"]))
+            lines[i] = lines[i][: m.start(1)] + new + "\n"
+    return "".join(lines)
 
 
 def _paths(data: Any, prefix: tuple = ()) -> list[tuple]:
@@ -67,10 +105,13 @@ def _parent(data: Any, path: tuple) -> Any:
     return data
 
 
-def corrupt(draw: Any, files: dict[str, str]) -> str:
-    rel = draw(st.sampled_from(FILES))
+def corrupt(draw: Any, files: dict[str, str], pool: list[str]) -> str:
+    rel = draw(st.sampled_from(pool))
     text = files[rel]
-    op = draw(st.sampled_from(["delete-key", "change-type", "unknown-key", "truncate", "garble"]))
+    op = draw(st.sampled_from(["delete-key", "change-type", "unknown-key", "truncate", "garble", "duplicate-key", "deep", "bomb", "vault", "nonfinite"]))
+    if op in ("duplicate-key", "deep", "bomb", "vault", "nonfinite"):
+        files[rel] = text_op(draw, op, text)
+        return f"{op} {rel}"
     if op in ("truncate", "garble"):
         pos = draw(st.integers(0, len(text)))
         if op == "truncate":
@@ -80,6 +121,8 @@ def corrupt(draw: Any, files: dict[str, str]) -> str:
             cut = draw(st.integers(0, 3))
             files[rel] = text[:pos] + "".join(noise) + text[pos + cut :]
         return f"{op} {rel}@{pos}"
+    if "\ndeep_" in text or "&b0" in text:
+        return f"{op} {rel}: skipped, already deep or alias-heavy"  # PyYAML itself would recurse or crawl
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -112,11 +155,12 @@ def corrupt(draw: Any, files: dict[str, str]) -> str:
 LINE = re.compile(r"^\S.*: .+$")
 
 
-@settings(max_examples=int(os.environ.get("GPUFLEET_FUZZ_EXAMPLES", "120")), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(st.data())
-def test_random_corruption_never_crashes(data):
+@pytest.mark.parametrize("kind", list(KINDS))
+@settings(max_examples=int(os.environ.get("GPUFLEET_FUZZ_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_random_corruption_never_crashes(kind, data):
     files = dict(EXAMPLE)
-    steps = [corrupt(data.draw, files) for _ in range(data.draw(st.integers(1, 3)))]
+    steps = [corrupt(data.draw, files, KINDS[kind] if n == 0 else FILES) for n in range(data.draw(st.integers(1, 3)))]
     note(steps)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -1,4 +1,4 @@
-"""The inventory reader's fast YAML loader gives exactly what yaml.safe_load gives."""
+"""The bounded YAML loader gives exactly what yaml.safe_load gives, or refuses what would change the fleet silently."""
 
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ DOCS = [
     "a: !!str 12\nb: !!int '7'\nc: !!float 1\nd: !!binary aGVsbG8=",
     "day: 2024-01-02\nwhen: 2024-01-02 10:11:12\nset: !!set {a, b}\nomap: !!omap [{a: 1}, {b: 2}]",
     "- &l [1, 2]\n- *l\n- []\n- {}\n- ''\n-",
-    "a: &r [1, *r]",
     "? [1, 2]\n: 3",
     "key: |\n  multi\n  line\nfolded: >\n  one\n  two\n",
-    "dup: 1\ndup: 2",
+    "x: &a 1\ny: &a 2",
+    "a: *nope",
+    "a: 1\n---\nb: 2\n",
     "",
     "# only a comment\n",
     "plain",
@@ -45,6 +46,24 @@ def test_same_as_safe_load(doc, tmp_path):
     assert repr(got) == repr(expected)  # repr: also compares recursive structures and key order
     if isinstance(got, dict) and "y" in got and "x" in got:
         assert got["y"] == got["x"]
+
+
+REFUSED = {
+    "dup: 1\ndup: 2": "dup: duplicate key 'dup' (lines 1 and 2); YAML would keep only the last one: remove one",
+    "a: {b: [1, {c: 1, c: 2}]}": "a.b[1].c: duplicate key 'c' (line 1); YAML would keep only the last one: remove one",
+    "1: x\n1.0: y": "1.0: duplicate key '1.0' (lines 1 and 2); YAML would keep only the last one: remove one",
+    "a: &r [1, *r]": "line 1, column 11: alias *r is inside the collection it names (a structure that contains itself); gpufleet reads no such structure",
+}
+
+
+@pytest.mark.parametrize("doc", list(REFUSED), ids=range(len(REFUSED)))
+def test_refused_where_safe_load_is_silent(doc, tmp_path):
+    yaml.safe_load(doc)  # PyYAML takes it without a word
+    path = tmp_path / "doc.yml"
+    path.write_text(doc)
+    problems: list = []
+    assert load_yaml(path, "doc.yml", problems) is None
+    assert [str(p) for p in problems] == [f"doc.yml: {REFUSED[doc]}"]
 
 
 def test_every_yaml_file_in_the_project_loads_the_same():
