@@ -35,7 +35,7 @@ from gpufleet import mig
 from gpufleet.catalog import ACCELERATORS, INSTANCE_TYPES
 
 from .demand import Demand
-from .perf import Estimate, ReplicaShape, estimate
+from .perf import Estimate, ReplicaShape, Workload, estimate
 from .prices import COMMITTED, Prices, quota_class
 from .program import INF, Program
 from .supply import CloudSite, OwnedClass, gpu_instance_types
@@ -86,7 +86,7 @@ class TrainingHours(NamedTuple):
 class MigColumns:
     blocks: int
     servers: int
-    layouts: list[int]  # one column per layout of the accelerator
+    layouts: dict[int, int]  # index into layouts_of(accelerator) -> column
 
 
 @lru_cache(maxsize=None)
@@ -94,6 +94,22 @@ def layouts_of(accelerator: str) -> tuple[dict[str, int], ...]:
     """The maximal MIG layouts of one GPU under NVIDIA's placement rules, without
     media-extension and whole-GPU (7g) profiles: the layouts the program chooses from."""
     return tuple(lay for lay in mig.gpu_layouts(accelerator) if not any("+me" in p for p in lay) and not any(p.startswith("7g") for p in lay))
+
+
+@lru_cache(maxsize=None)
+def useful_layouts(accelerator: str, profiles: frozenset[str]) -> tuple[int, ...]:
+    """Indices of the layouts no other layout beats on every one of ``profiles``
+    (of equal ones, the first)."""
+    lays = layouts_of(accelerator)
+    vec = [tuple(lay.get(p, 0) for p in sorted(profiles)) for lay in lays]
+    keep = []
+    for a, va in enumerate(vec):
+        if not any(va):
+            continue
+        if any(b != a and all(x >= y for x, y in zip(vb, va)) and (vb != va or b < a) for b, vb in enumerate(vec)):
+            continue
+        keep.append(a)
+    return tuple(keep)
 
 
 def candidate_shapes(quantizations: list[str], accelerators: set[str], mig_accelerators: set[str], max_tp: dict[str, int]) -> list[ReplicaShape]:
@@ -137,17 +153,22 @@ class FleetProgram:
         for j, c in enumerate(self.owned):
             self.owned_by_site[c.site].append(j)
         self.owned_sites = set(self.owned_by_site)
+        # owned classes that may carry MIG: an accelerator with MIG, servers in whole blocks of four GPUs
+        self.mig_capable = {j for j, c in enumerate(self.owned) if ACCELERATORS[c.accelerator].mig and c.gpus_per_server % MIG_BLOCK == 0}
         self.cloud: dict[str, CloudSite] = {c.site: c for c in opt.cloud}
         self.itypes = gpu_instance_types(prices)
         self.p = Program()
         # columns, by family
         self.node: dict[tuple[str, str, str, str], int] = {}  # (site, instance type, capacity, period)
         self.node_price: dict[tuple[str, str, str], float] = {}  # (site, instance type, capacity) -> USD per node-hour
+        self.node_limit: dict[tuple[str, str, str], float] = {}  # (site, instance type, capacity) -> most nodes
+        self.largest_node: dict[tuple[str, str, str], int] = {}  # (site, capacity, accelerator) -> GPUs of its largest instance type
         self.mig: dict[int, MigColumns] = {}  # owned class -> its MIG columns
         self.pick: dict[tuple[str, ReplicaShape], int] = {}  # (model, shape) -> z
         self.replicas: list[Replicas] = []
         self.train: list[TrainingHours] = []
         self.estimates: dict[tuple[int, ReplicaShape], Estimate] = {}
+        self._estimate_cache: dict[tuple[ReplicaShape, Workload, str | None], Estimate] = {}
         # usage, recorded by serving and training, summed by the capacity families
         self.owned_gpus: dict[tuple[int, str], dict[int, float]] = defaultdict(dict)  # (class, period) -> {x: tp}
         self.owned_tp: dict[tuple[int, str, int], dict[int, float]] = defaultdict(dict)  # (class, period, t) -> {x: tp} for tp >= t > 1
@@ -171,9 +192,9 @@ class FleetProgram:
 
     def build(self) -> FleetProgram:
         self.cloud_nodes()
-        self.mig_layouts()
         self.serving()
         self.training()
+        self.mig_layouts()
         self.owned_capacity()
         self.cloud_capacity()
         return self
@@ -181,13 +202,12 @@ class FleetProgram:
     # ------------------------------------------------------- cloud nodes
 
     def cloud_nodes(self) -> None:
-        """Nodes per AWS site ``s``, GPU instance type ``it``, capacity type ``c`` and period.
+        """Node prices per AWS site ``s``, GPU instance type ``it`` and capacity type ``c``.
 
-        ``n[s,it,c,per]`` integer ≥ 0; for a capacity block or reservation only
-        where a node pool holds one, and ``n ≤`` the pools' maxSize. Cost: on-demand
-        and Spot ``price · hours(per)``; committed capacity (savings plan, capacity
-        block, reservation) ``price · H`` on the peak column, with
-        ``n[.., offpeak] ≤ n[.., peak]`` (off-peak runs at most what is paid for).
+        The columns ``n[s,it,c,per]`` (integer ≥ 0) come with the first row that
+        uses them (:meth:`node_columns`): a type no replica or training GPU-hour can
+        use gets none. For a capacity block or reservation only where a node pool
+        holds one, and ``n ≤`` the pools' maxSize.
         """
         for site, cs in self.cloud.items():
             for it in self.itypes:
@@ -202,34 +222,55 @@ class FleetProgram:
                     else:
                         limit = INF
                     self.node_price[(site, it, cap)] = price
-                    if cap in COMMITTED:
-                        peak = self.node[(site, it, cap, "peak")] = self._col(("node", site, it, cap, "peak"), price * self.H, 0.0, 0, limit)
-                        off = self.node[(site, it, cap, "offpeak")] = self._col(("node", site, it, cap, "offpeak"), 0.0, 0.0, 0, limit)
-                        self.p.row(((off, 1.0), (peak, -1.0)), hi=0.0)
-                    else:
-                        for per, hours in self.periods:
-                            self.node[(site, it, cap, per)] = self._col(("node", site, it, cap, per), price * hours, 0.0, 0, limit)
+                    self.node_limit[(site, it, cap)] = limit
+                    key = (site, cap, INSTANCE_TYPES[it].accelerator)
+                    self.largest_node[key] = max(self.largest_node.get(key, 0), INSTANCE_TYPES[it].gpus)
+
+    def node_columns(self, site: str, it: str, cap: str) -> dict[str, int]:
+        """``n[site,it,cap,per]`` per period, made on first use. Cost: on-demand and
+        Spot ``price · hours(per)``; committed capacity (savings plan, capacity block,
+        reservation) ``price · H`` on the peak column, with ``n[.., offpeak] ≤ n[.., peak]``
+        (off-peak runs at most what is paid for)."""
+        if (site, it, cap, "peak") not in self.node:
+            price, limit = self.node_price[(site, it, cap)], self.node_limit[(site, it, cap)]
+            if cap in COMMITTED:
+                peak = self.node[(site, it, cap, "peak")] = self._col(("node", site, it, cap, "peak"), price * self.H, 0.0, 0, limit)
+                off = self.node[(site, it, cap, "offpeak")] = self._col(("node", site, it, cap, "offpeak"), 0.0, 0.0, 0, limit)
+                self.p.row(((off, 1.0), (peak, -1.0)), hi=0.0)
+            else:
+                for per, hours in self.periods:
+                    self.node[(site, it, cap, per)] = self._col(("node", site, it, cap, per), price * hours, 0.0, 0, limit)
+        return {per: self.node[(site, it, cap, per)] for per, _ in self.periods}
 
     # -------------------------------------------------------- MIG layouts
 
     def mig_layouts(self) -> None:
-        """MIG layouts of each owned class whose accelerator has MIG, in blocks of four GPUs.
+        """MIG layouts of each owned class with MIG replicas, in blocks of four GPUs.
 
         ``b_j ∈ [0, GPUs/4]`` blocks, ``σ_j ∈ [0, servers]`` servers touched by MIG,
-        ``y_jl ∈ [0, GPUs]`` GPUs carrying maximal layout ``l`` (:func:`layouts_of`):
-        ``g·σ_j ≥ 4·b_j`` (the blocks lie on the servers counted) and
-        ``Σ_l y_jl = 4·b_j`` (the partitioned GPUs fill the blocks). A partitioned GPU
-        is held all month (``owned`` objective: ``H · price`` per GPU).
+        ``y_jl ∈ [0, GPUs]`` GPUs carrying layout ``l``: ``g·σ_j ≥ 4·b_j`` (the blocks
+        lie on the servers counted) and ``Σ_l y_jl = 4·b_j`` (the partitioned GPUs fill
+        the blocks). A partitioned GPU is held all month (``owned`` objective:
+        ``H · price`` per GPU).
+
+        The layouts are the maximal ones of NVIDIA's placement rules
+        (:func:`layouts_of`) that no other gives at least as many instances of every
+        profile a replica here may use: a GPU with a dominated layout could carry the
+        other at the same cost. A class no MIG replica may use gets no MIG columns
+        (partitioning it would only hold GPUs).
         """
-        for j, c in enumerate(self.owned):
-            if not ACCELERATORS[c.accelerator].mig or c.gpus_per_server % MIG_BLOCK:
-                continue
+        wanted: dict[int, set[str]] = defaultdict(set)
+        for (j, _per, prof) in self.slices:
+            wanted[j].add(prof)
+        for j, profiles in sorted(wanted.items()):
+            c = self.owned[j]
             price = self.owned_price(c.accelerator)
             blocks = self._col(("mig_blocks", j), 0.0, 0.0, 0, c.gpus // MIG_BLOCK)
             servers = self._col(("mig_servers", j), 0.0, 0.0, 0, len(c.hosts))
             self.p.row(((servers, float(c.gpus_per_server)), (blocks, -float(MIG_BLOCK))), lo=0.0)
-            cols = [self._col(("mig_layout", j, li), 0.0, price * self.H, 0, c.gpus) for li in range(len(layouts_of(c.accelerator)))]
-            self.p.row([(blocks, -float(MIG_BLOCK))] + [(v, 1.0) for v in cols], lo=0.0, hi=0.0)
+            kept = useful_layouts(c.accelerator, frozenset(profiles)) if self.opt.strengthen else range(len(layouts_of(c.accelerator)))
+            cols = {li: self._col(("mig_layout", j, li), 0.0, price * self.H, 0, c.gpus) for li in kept}
+            self.p.row([(blocks, -float(MIG_BLOCK))] + [(v, 1.0) for v in cols.values()], lo=0.0, hi=0.0)
             self.mig[j] = MigColumns(blocks, servers, cols)
 
     # ------------------------------------------------------------ serving
@@ -244,7 +285,11 @@ class FleetProgram:
         ``x ≤ M · z_mk`` (only the chosen shape runs), and per period
         ``Σ_{k,cap} rate(k,cap) · x ≥ need(per)`` (output tokens/s; a Spot replica
         counts ``rate / (1 + spot serving allowance)``). An owned replica holds
-        ``tp · hours(per)`` owned GPU-hours (``owned`` objective).
+        ``tp · hours(per)`` owned GPU-hours (``owned`` objective). These are the plain
+        rows; by default (``Options.strengthen``) they are written per shape, with
+        the same integer points and a tighter relaxation (:meth:`_serve_entry_tight`).
+        Shapes another shape of the model dominates are left out
+        (``Options.prune_dominated``, :meth:`_undominated`).
         """
         by_model: dict[str, list[int]] = defaultdict(list)
         for i, d in enumerate(self.demand.spec.serving):
@@ -273,7 +318,7 @@ class FleetProgram:
                     a = self.owned[j].accelerator
                     accs.add(a)
                     max_tp[a] = max(max_tp.get(a, 0), self.owned[j].gpus_per_server)
-                    if j in self.mig:
+                    if j in self.mig_capable:
                         mig_accs.add(a)
                 if s in self.cloud:
                     for it in self.itypes:
@@ -286,28 +331,56 @@ class FleetProgram:
             for i in entries:
                 if k.quantization not in d0[i].quantizations:
                     continue
-                e = self.estimates[(i, k)] = estimate(k, self.demand.workload(i), model, self.calibration)
+                e = self.estimates[(i, k)] = self._estimate(k, self.demand.workload(i), model)
                 ok = ok or e.feasible
             if ok:
                 feasible.append(k)
-        if self.opt.max_shapes_per_model and len(feasible) > self.opt.max_shapes_per_model:
-            feasible = self._cheapest(feasible, entries, self.opt.max_shapes_per_model)
+        if self.opt.prune_dominated:
+            feasible = self._undominated(feasible, entries)
         return feasible
 
-    def _cheapest(self, shapes: list[ReplicaShape], entries: list[int], keep: int) -> list[ReplicaShape]:
-        """The ``keep`` shapes with the lowest cost per output token/s (a restriction: the bound is then of the restricted program)."""
+    def _estimate(self, k: ReplicaShape, w: Workload, model: str) -> Estimate:
+        """:func:`.perf.estimate`, once per shape and workload (and model, where measured figures may apply)."""
+        key = (k, w, model if self.calibration is not None else None)
+        e = self._estimate_cache.get(key)
+        if e is None:
+            e = self._estimate_cache[key] = estimate(k, w, model, self.calibration)
+        return e
 
-        def score(k: ReplicaShape) -> float:
-            best = INF
-            for i in entries:
-                e = self.estimates.get((i, k))
-                if e is None or not e.feasible:
-                    continue
-                per_gpu = self.owned_price(k.accelerator) if k.accelerator in self.prices.spec.owned else 10.0
-                best = min(best, per_gpu * slice_gpus(k) / e.tokens_per_s)
-            return best
+    def _undominated(self, shapes: list[ReplicaShape], entries: list[int]) -> list[ReplicaShape]:
+        """The shapes no other shape of the model dominates.
 
-        return sorted(shapes, key=score)[:keep]
+        ``B`` dominates ``A`` when both run on the same accelerator, both on whole
+        GPUs with ``tp_B`` dividing ``tp_A`` (or both on the same MIG profile, ``r = 1``),
+        and at every entry where ``A`` meets the SLO ``B`` meets it too with
+        ``r · rate_B ≥ rate_A``, ``r = tp_A / tp_B``. Then any plan that runs ``A``
+        stays a plan when each ``A`` replica becomes ``r`` replicas of ``B`` on the
+        same capacity: the same GPUs (and owned GPU-hours), at least the same tokens/s,
+        and ``B`` fits wherever ``A`` fits (a smaller TP size fits every server and
+        instance a larger one fits; a smaller TP size only loosens the TP packing
+        rows). So dropping ``A`` changes neither the optimal cost nor the owned
+        GPU-hours. Of shapes that dominate each other (equal everywhere) the first in
+        candidate order stays.
+        """
+        est = self.estimates
+        rates = {k: [(e.tokens_per_s if (e := est.get((i, k))) is not None and e.feasible else 0.0) for i in entries] for k in shapes}
+
+        def weakly(b: ReplicaShape, a: ReplicaShape) -> bool:
+            if a.tensor_parallel % b.tensor_parallel:
+                return False
+            r = a.tensor_parallel // b.tensor_parallel
+            return all(ra == 0.0 or (rb > 0.0 and r * rb >= ra) for ra, rb in zip(rates[a], rates[b]))
+
+        groups: dict[tuple[str, str | None], list[ReplicaShape]] = defaultdict(list)
+        for k in shapes:
+            groups[(k.accelerator, k.mig_profile)].append(k)
+        order = {k: n for n, k in enumerate(shapes)}
+        dropped = set()
+        for group in groups.values():
+            for a in group:
+                if any(b is not a and weakly(b, a) and (not weakly(a, b) or order[b] < order[a]) for b in group):
+                    dropped.add(a)
+        return [k for k in shapes if k not in dropped]
 
     def capacities(self, i: int, shape: ReplicaShape) -> list[Capacity]:
         """Where a replica of entry ``i`` in ``shape`` may run: owned classes of its
@@ -321,7 +394,7 @@ class FleetProgram:
                 c = self.owned[j]
                 if c.accelerator != shape.accelerator:
                     continue
-                if shape.mig_profile and j not in self.mig:
+                if shape.mig_profile and j not in self.mig_capable:
                     continue
                 if not shape.mig_profile and shape.tensor_parallel > c.gpus_per_server:
                     continue
@@ -332,13 +405,16 @@ class FleetProgram:
                         continue
                     if cap in RESERVED:
                         continue
-                    if any(self.node.get((s, it, cap, "peak")) is not None and INSTANCE_TYPES[it].accelerator == shape.accelerator and INSTANCE_TYPES[it].gpus >= shape.tensor_parallel for it in self.itypes):
+                    if self.largest_node.get((s, cap, shape.accelerator), 0) >= shape.tensor_parallel:
                         caps.append(Capacity(s, cap))
         return caps
 
     def _serve_entry(self, i: int, shapes: list[ReplicaShape], pick: dict[ReplicaShape, int]) -> None:
+        if self.opt.strengthen:
+            self._serve_entry_tight(i, shapes, pick)
+            return
         d = self.demand.spec.serving[i]
-        need = {"peak": d.requests_per_s.peak * d.output_tokens, "offpeak": d.requests_per_s.offpeak * d.output_tokens}
+        need = self.need(i)
         cover: dict[str, list[tuple[int, float]]] = {"peak": [], "offpeak": []}
         for k in shapes:
             e = self.estimates.get((i, k))
@@ -346,20 +422,94 @@ class FleetProgram:
                 continue
             bound = math.ceil(max(need.values()) / e.tokens_per_s) + 1
             for cap in self.capacities(i, k):
-                rate = e.tokens_per_s / (1 + self.prices.spec.spot_serving_allowance) if cap.kind == "spot" else e.tokens_per_s
+                rate = self.rate(e, cap)
                 for per, hours in self.periods:
-                    use = self.owned_price(k.accelerator) * hours * k.gpus if cap.kind == "owned" else 0.0
-                    v = self._col(("replicas", i, cap.site, k, cap.kind, cap.owned, per), 0.0, use, 0, bound)
-                    self.replicas.append(Replicas(i, cap.site, k, cap, per, v))
+                    v = self._replica_col(i, k, cap, per, hours, bound)
                     self.p.row(((v, 1.0), (pick[k], -float(bound))), hi=0.0)
                     cover[per].append((v, rate))
-                    self._record(cap, k, per, v)
         for per in ("peak", "offpeak"):
             if need[per] > 0:
                 if not cover[per]:
                     self.unmet.append(f"serving[{i}] ({d.model}): no shape meets its SLO at {', '.join(self.entry_sites(i)) or 'any allowed site'}")
                     continue
                 self.p.row(cover[per], lo=need[per])
+
+    def _serve_entry_tight(self, i: int, shapes: list[ReplicaShape], pick: dict[ReplicaShape, int]) -> None:
+        """The same choices as the plain rows, written per shape (the tighter relaxation).
+
+        For entry ``i``, shape ``k`` and a period with ``need > 0``, with ``r_c`` the
+        rate of a replica on capacity ``c``:
+
+        * ``x_c ≤ ⌈need / r_c⌉`` and ``Σ_c x_c ≤ ⌈need / min_c r_c⌉ · z_k``: a plan
+          with more replicas keeps meeting every row when replicas are dropped until
+          none can be (every other row has non-negative replica coefficients on its
+          ``≤`` side and every objective is non-negative), and such a minimal cover
+          has at most those counts;
+        * ``Σ_c min(r_c, need) · x_c ≥ need · z_k`` (the demand, met by the chosen
+          shape itself: with ``Σ z = 1`` and the row above, the same integer points
+          as one row over all shapes);
+        * ``Σ_c x_c ≥ ⌈need / max_c r_c⌉ · z_k`` (implied by the row above for
+          integers; it cuts the relaxation's fractional replicas).
+
+        Where the two counts agree (one capacity, or rates alike) the rows are one:
+        ``Σ_c x_c = ⌈need / r⌉ · z_k`` (then any that many replicas meet the demand).
+
+        A period without demand gets no replica columns. A shape that cannot serve
+        a period the entry needs is excluded (``z_k = 0``), as the plain row over all
+        shapes excludes it.
+        """
+        d = self.demand.spec.serving[i]
+        need = self.need(i)
+        served = {"peak": False, "offpeak": False}
+        blocked: dict[str, list[ReplicaShape]] = {"peak": [], "offpeak": []}
+        for k in shapes:
+            e = self.estimates.get((i, k))
+            caps = self.capacities(i, k) if e is not None and e.feasible else []
+            for per, hours in self.periods:
+                if need[per] <= 0:
+                    continue
+                if not caps:
+                    blocked[per].append(k)
+                    continue
+                served[per] = True
+                rates = [self.rate(e, cap) for cap in caps]
+                cols = [self._replica_col(i, k, cap, per, hours, math.ceil(need[per] / r * (1 + 1e-9))) for cap, r in zip(caps, rates)]
+                most = math.ceil(need[per] / min(rates) * (1 + 1e-9))
+                least = math.ceil(need[per] / max(rates) * (1 - 1e-9))
+                z = pick[k]
+                count = [(v, 1.0) for v in cols]
+                if least == most:
+                    # any `most` replicas meet the demand: one row says it all
+                    self.p.row(count + [(z, -float(most))], lo=0.0, hi=0.0)
+                    continue
+                self.p.row(count + [(z, -float(most))], hi=0.0)
+                self.p.row([(v, min(r, need[per])) for v, r in zip(cols, rates)] + [(z, -need[per])], lo=0.0)
+                if least > 1:
+                    self.p.row(count + [(z, -float(least))], lo=0.0)
+        for per in ("peak", "offpeak"):
+            if need[per] <= 0:
+                continue
+            if not served[per]:
+                self.unmet.append(f"serving[{i}] ({d.model}): no shape meets its SLO at {', '.join(self.entry_sites(i)) or 'any allowed site'}")
+                continue
+            for k in blocked[per]:
+                self.p.ub[pick[k]] = 0.0
+
+    def need(self, i: int) -> dict[str, float]:
+        """Output tokens/s entry ``i`` needs, per period."""
+        d = self.demand.spec.serving[i]
+        return {"peak": d.requests_per_s.peak * d.output_tokens, "offpeak": d.requests_per_s.offpeak * d.output_tokens}
+
+    def rate(self, e: Estimate, cap: Capacity) -> float:
+        """Output tokens/s a replica counts for: a Spot replica ``rate / (1 + spot serving allowance)``."""
+        return e.tokens_per_s / (1 + self.prices.spec.spot_serving_allowance) if cap.kind == "spot" else e.tokens_per_s
+
+    def _replica_col(self, i: int, k: ReplicaShape, cap: Capacity, per: str, hours: float, ub: float) -> int:
+        use = self.owned_price(k.accelerator) * hours * k.gpus if cap.kind == "owned" else 0.0
+        v = self._col(("replicas", i, cap.site, k, cap.kind, cap.owned, per), 0.0, use, 0, ub)
+        self.replicas.append(Replicas(i, cap.site, k, cap, per, v))
+        self._record(cap, k, per, v)
+        return v
 
     def _record(self, cap: Capacity, k: ReplicaShape, per: str, v: int) -> None:
         """Note what replica column ``v`` uses, for the capacity families."""
@@ -442,7 +592,8 @@ class FleetProgram:
         * tensor-parallel packing (TP sizes are powers of two, so one threshold row
           per size is exact): for ``t`` in 2, 4, 8 ``Σ_{tp ≥ t} tp · x + 4 · b_j ≤ GPUs``,
           and for ``t = 8`` ``g · σ_j`` in place of ``4 · b_j`` (whole-server replicas only
-          on servers without MIG);
+          on servers without MIG); with ``Options.strengthen`` only ``t = 8``, since the
+          GPU row above holds the others' columns with the same coefficients;
 
         and over the month, training GPU-hours in what serving and MIG leave:
         ``Σ g_j + Σ_per hours(per) · Σ tp · x + 4 · b_j · H ≤ GPUs · H``.
@@ -458,14 +609,16 @@ class FleetProgram:
                         if not use:
                             continue
                         terms = dict(use)
-                        for li, lay in enumerate(lays):
-                            if lay.get(prof):
-                                terms[mc.layouts[li]] = -float(lay[prof])
+                        for li, v in mc.layouts.items():
+                            if lays[li].get(prof):
+                                terms[v] = -float(lays[li][prof])
                         self.p.row(terms, hi=0.0)
             hours_used: dict[int, float] = {}
             for per, hours in self.periods:
                 self.p.row({**base, **self.owned_gpus.get((j, per), {})}, hi=float(c.gpus))
                 for t in TP_SIZES:
+                    if self.opt.strengthen and t <= MIG_BLOCK:
+                        continue  # implied: the GPU row holds the same columns with the same coefficients
                     if t > 1 and self.owned_tp.get((j, per, t)):
                         terms_t = dict(self.owned_tp[(j, per, t)])
                         if t > MIG_BLOCK and mc:
@@ -493,6 +646,9 @@ class FleetProgram:
         * packing, per accelerator, capacity type, period and TP threshold ``t``:
           ``Σ_{tp ≥ t} tp · x ≤ Σ_{it: GPUs(it) ≥ t} GPUs(it) · n[it, c, per]``;
         * committed capacity: training ``Σ factor · g ≤ GPUs(it) · H · n[it, c, peak]``
+          per instance type, and where serving runs on the same accelerator and
+          capacity type, both together within the nodes paid:
+          ``Σ factor · g + Σ_per hours(per) · Σ tp · x ≤ Σ_it GPUs(it) · H · n[it, c, peak]``
           (on-demand and Spot training is billed per GPU-hour instead);
         * quotas, per quota class (P, G) and kind (on-demand with savings plans; Spot),
           per period: ``Σ vCPUs(it) · n + Σ factor · g · vCPUs(it) / GPUs(it) / H ≤ quota``
@@ -506,13 +662,33 @@ class FleetProgram:
                 for acc, cap, t, terms in by_site_period.get((site, per), []):
                     row = dict(terms)
                     for it in self.itypes:
-                        if INSTANCE_TYPES[it].accelerator == acc and INSTANCE_TYPES[it].gpus >= t and (site, it, cap, per) in self.node:
-                            row[self.node[(site, it, cap, per)]] = -float(INSTANCE_TYPES[it].gpus)
+                        if INSTANCE_TYPES[it].accelerator == acc and INSTANCE_TYPES[it].gpus >= t and (site, it, cap) in self.node_price:
+                            row[self.node_columns(site, it, cap)[per]] = -float(INSTANCE_TYPES[it].gpus)
                     self.p.row(row, hi=0.0)
-            for (s2, it, cap), terms in self.cloud_train.items():
-                if s2 == site and cap in COMMITTED:
-                    self.p.row({**terms, self.node[(site, it, cap, "peak")]: -float(INSTANCE_TYPES[it].gpus) * self.H}, hi=0.0)
+            self._committed(site)
             self._quotas(site, cs)
+
+    def _committed(self, site: str) -> None:
+        """Training GPU-hours on committed nodes, within what the nodes paid for leave."""
+        shared: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)  # (accelerator, cap) -> training and serving GPU-hours
+        for (s2, it, cap), terms in self.cloud_train.items():
+            if s2 != site or cap not in COMMITTED:
+                continue
+            gpus = float(INSTANCE_TYPES[it].gpus)
+            self.p.row({**terms, self.node_columns(site, it, cap)["peak"]: -gpus * self.H}, hi=0.0)
+            shared[(INSTANCE_TYPES[it].accelerator, cap)].update(terms)
+        for (acc, cap), row in shared.items():
+            serving = [(per, hours, self.cloud_gpus.get((site, acc, cap, per, 1), {})) for per, hours in self.periods]
+            if not any(terms for _, _, terms in serving):
+                continue
+            for _per, hours, terms in serving:
+                for v, tp in terms.items():
+                    row[v] = row.get(v, 0.0) + tp * hours
+            for it in self.itypes:
+                n = self.node.get((site, it, cap, "peak"))
+                if n is not None and INSTANCE_TYPES[it].accelerator == acc:
+                    row[n] = -float(INSTANCE_TYPES[it].gpus) * self.H
+            self.p.row(row, hi=0.0)
 
     def _quotas(self, site: str, cs: CloudSite) -> None:
         for kind in ("on-demand", "spot"):

@@ -49,7 +49,7 @@ def optimize(fleet, demand: Demand, prices: Prices, calibration: Any = None, tim
         "mig_layouts": proposal.mig_layouts,
         "node_pools": proposal.pools,
         "placements": proposal.placements,
-        "solver": {k: proposal.solver.get(k) for k in ("name", "status", "gap", "seconds", "variables", "integer_variables", "constraints")},
+        "solver": {k: proposal.solver.get(k) for k in ("name", "status", "gap", "bound_usd_per_month", "owned_gap", "seconds", "cpu_seconds", "variables", "integer_variables", "constraints")},
         "unmet": proposal.unmet,
     }
     return proposal, result

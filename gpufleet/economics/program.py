@@ -5,11 +5,11 @@ form (row, column, coefficient) in typed arrays and handed to HiGHS in one
 ``addRows`` call, so building a program of a few hundred thousand non-zeros
 costs no per-row Python objects beyond the caller's own lists.
 
-A program may carry several objectives (``objective(name)``), solved in
-order: :meth:`Program.lexicographic` minimises the first, then, with the
-first held at the value found, the next. HiGHS reports a dual bound for each
-stage; the first stage's bound is a lower bound of the first objective over
-every solution of the program.
+A program may carry several objectives (``objective(name)``). A
+:class:`Session` loads it into HiGHS once and minimises any combination of
+them in turn, holding an objective at the value found (:meth:`Session.hold`)
+before the next; HiGHS reports a dual bound for each run, a lower bound of
+that run's objective over every solution of the program at that point.
 """
 
 from __future__ import annotations
@@ -58,15 +58,19 @@ class Program:
 
     def var(self, name: Any, cost: float = 0.0, lb: float = 0.0, ub: float = INF, integer: bool = True, **objectives: float) -> int:
         """Add one column; ``cost`` is its coefficient in the objective ``cost``, keywords in the others."""
-        for key in objectives:
-            self.objective(key)
-        for key, obj in self._objectives.items():
-            obj.append(cost if key == "cost" else objectives.get(key, 0.0))
+        n = len(self.lb)
         self.lb.append(lb)
         self.ub.append(ub)
         self.is_int.append(1 if integer else 0)
         self.names.append(name)
-        return len(self.lb) - 1
+        self._objectives["cost"].append(cost)
+        for key, obj in self._objectives.items():
+            if key != "cost":
+                obj.append(objectives.get(key, 0.0))
+        for key, v in objectives.items():
+            if key not in self._objectives:
+                self.objective(key)[n] = v
+        return n
 
     def row(self, terms: Mapping[int, float] | Iterable[tuple[int, float]], lo: float = -INF, hi: float = INF) -> None:
         """Add ``lo <= sum(coefficient * column) <= hi``."""
@@ -98,7 +102,7 @@ class Program:
 
     # ------------------------------------------------------------- solving
 
-    def _highs(self, threads: int | None):  # noqa: ANN202
+    def load_highs(self, threads: int | None):  # noqa: ANN202
         import highspy
 
         h = highspy.Highs()
@@ -118,9 +122,11 @@ class Program:
             cols = np.frombuffer(self._col_of, dtype=np.int32)
             vals = np.frombuffer(self._val, dtype=np.float64)
             rows, cols, vals = _merge_duplicates(rows, cols, vals, n)
-            starts = np.searchsorted(rows, np.arange(m)).astype(np.int32)
             lo = np.frombuffer(self.row_lo, dtype=np.float64).copy()
             hi = np.frombuffer(self.row_hi, dtype=np.float64).copy()
+            rows, cols, vals, lo, hi = _drop_redundant(rows, cols, vals, lo, hi, np.frombuffer(self.lb, dtype=np.float64), np.frombuffer(self.ub, dtype=np.float64))
+            m = len(lo)
+            starts = np.searchsorted(rows, np.arange(m)).astype(np.int32)
             lo[np.isinf(lo)] = -inf
             hi[np.isinf(hi)] = inf
             h.addRows(m, lo, hi, len(vals), starts, cols.astype(np.int32), vals)
@@ -129,23 +135,51 @@ class Program:
             h.changeColsIntegrality(len(ints), ints, np.ones(len(ints), np.uint8))
         return h
 
-    def _run(self, h, objective: str, time_limit: float, gap: float, abs_gap: float, start: np.ndarray | None) -> tuple[np.ndarray | None, dict[str, Any]]:  # noqa: ANN001
-        n = len(self.lb)
-        c = np.frombuffer(self._objectives[objective], dtype=np.float64)
-        h.changeColsCost(n, np.arange(n, dtype=np.int32), c.copy())
+    def session(self, threads: int | None = None) -> Session:
+        """One HiGHS instance over this program, to minimise objectives one after another."""
+        return Session(self, threads)
+
+    def solve(self, time_limit: float = 60.0, gap: float = 1e-4, threads: int | None = None, abs_gap: float = 1e-6, objective: str = "cost") -> tuple[np.ndarray | None, dict[str, Any]]:
+        """Minimise one objective. Returns the solution (or None) and what HiGHS reports."""
+        x, info = self.session(threads).minimise(self.coefficients(objective), time_limit, gap, abs_gap)
+        return x, {**info, **self.size_info()}
+
+    def coefficients(self, objective: str) -> np.ndarray:
+        return np.frombuffer(self.objective(objective), dtype=np.float64).copy()
+
+    def size_info(self) -> dict[str, int]:
+        nv, ni, nr = self.size
+        return {"variables": nv, "integer_variables": ni, "constraints": nr}
+
+
+
+class Session:
+    """A program loaded into HiGHS once; each :meth:`minimise` solves it for one
+    objective (HiGHS presolves again, starting from the solution given), and
+    :meth:`hold` keeps an objective at most at a value for the next ones."""
+
+    def __init__(self, program: Program, threads: int | None = None) -> None:
+        self.program = program
+        self.h = program.load_highs(threads)
+        self.name = f"HiGHS {self.h.version()} (highspy)"
+
+    def minimise(self, c: np.ndarray, time_limit: float, gap: float, abs_gap: float = 1e-6, start: np.ndarray | None = None) -> tuple[np.ndarray | None, dict[str, Any]]:
+        h = self.h
+        n = len(c)
+        h.changeColsCost(n, np.arange(n, dtype=np.int32), np.ascontiguousarray(c, dtype=np.float64))
         h.setOptionValue("time_limit", max(0.01, float(time_limit)))
         h.setOptionValue("mip_rel_gap", float(gap))
         h.setOptionValue("mip_abs_gap", float(abs_gap))
         if start is not None:
             h.setSolution(_solution(start))
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         h.run()
-        seconds = time.perf_counter() - began
+        seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
         status = h.modelStatusToString(h.getModelStatus()).lower()
         info = h.getInfo()
         has = info.primal_solution_status == 2  # kSolutionStatusFeasible
         obj = info.objective_function_value if has else None
-        integer = bool(sum(self.is_int))
+        integer = bool(sum(self.program.is_int))
         bound = info.mip_dual_bound if integer else obj
         if has and not integer:
             gap_v = 0.0
@@ -156,47 +190,14 @@ class Program:
         else:
             gap_v = None
         x = np.array(h.getSolution().col_value) if has else None
-        return x, {"status": status, "gap": float(gap_v) if gap_v is not None else None, "seconds": round(seconds, 3), "objective": obj,
-                   "bound": bound, "nodes": int(info.mip_node_count) if integer else 0}
+        return x, {"name": self.name, "status": status, "gap": float(gap_v) if gap_v is not None else None, "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
+                   "objective": obj, "bound": bound, "nodes": int(info.mip_node_count) if integer else 0}
 
-    def solve(self, time_limit: float = 60.0, gap: float = 1e-4, threads: int | None = None, abs_gap: float = 1e-6, objective: str = "cost") -> tuple[np.ndarray | None, dict[str, Any]]:
-        """Minimise one objective. Returns the solution (or None) and what HiGHS reports."""
-        h = self._highs(threads)
-        x, info = self._run(h, objective, time_limit, gap, abs_gap, None)
-        return x, {"name": f"HiGHS {h.version()} (highspy)", **info, **self._size_info()}
-
-    def lexicographic(self, objectives: Sequence[str], time_limit: float, gap: float, threads: int | None = None, abs_gaps: Sequence[float] | None = None,
-                      start: np.ndarray | None = None, hold: float = 1e-7) -> tuple[np.ndarray | None, list[dict[str, Any]]]:
-        """Minimise ``objectives`` in order within one time limit: after each stage the
-        objective just minimised is held at most at the value found (plus ``hold``
-        relative, for rounding), and the next stage starts from that solution."""
-        h = self._highs(threads)
-        began = time.perf_counter()
-        stages: list[dict[str, Any]] = []
-        x = start
-        n = len(self.lb)
-        for k, name in enumerate(objectives):
-            left = time_limit - (time.perf_counter() - began)
-            abs_gap = (abs_gaps or [1e-6] * len(objectives))[k]
-            xk, info = self._run(h, name, left, gap, abs_gap, x)
-            info["objective_name"] = name
-            stages.append(info)
-            if xk is None:
-                return (x if k else None), stages
-            x = xk
-            if k + 1 < len(objectives):
-                c = np.frombuffer(self._objectives[name], dtype=np.float64)
-                nz = np.flatnonzero(c)
-                value = float(c @ x)
-                h.addRow(-np.inf, value + hold * max(1.0, abs(value)), len(nz), nz.astype(np.int32), c[nz].copy())
-        return x, stages
-
-    def _size_info(self) -> dict[str, int]:
-        nv, ni, nr = self.size
-        return {"variables": nv, "integer_variables": ni, "constraints": nr}
-
-    def values(self, objective: str, x: np.ndarray) -> float:
-        return float(np.frombuffer(self._objectives[objective], dtype=np.float64) @ x)
+    def hold(self, c: np.ndarray, value: float, slack: float = 1e-7) -> None:
+        """Add ``c · x ≤ value`` (plus ``slack`` relative, for rounding)."""
+        nz = np.flatnonzero(c)
+        if len(nz):
+            self.h.addRow(-np.inf, value + slack * max(1.0, abs(value)), len(nz), nz.astype(np.int32), np.ascontiguousarray(c[nz], dtype=np.float64))
 
 
 def _merge_duplicates(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -213,6 +214,25 @@ def _merge_duplicates(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: i
     np.add.at(summed, group, vals[order])
     uniq = key_s[first]
     return (uniq // n).astype(np.int32), (uniq % n).astype(np.int32), summed
+
+
+def _drop_redundant(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, lo: np.ndarray, hi: np.ndarray, lb: np.ndarray, ub: np.ndarray):  # noqa: ANN202
+    """Leave out the rows every point within the column bounds meets (their least and
+    greatest activity lie within the row's bounds); renumber the rest in order."""
+    with np.errstate(invalid="ignore"):
+        a_lo = np.where(vals > 0, vals * lb[cols], vals * ub[cols])
+        a_hi = np.where(vals > 0, vals * ub[cols], vals * lb[cols])
+    m = len(lo)
+    least = np.zeros(m)
+    most = np.zeros(m)
+    np.add.at(least, rows, np.nan_to_num(a_lo, nan=0.0, neginf=-np.inf, posinf=np.inf))
+    np.add.at(most, rows, np.nan_to_num(a_hi, nan=0.0, neginf=-np.inf, posinf=np.inf))
+    keep = ~((least >= lo - 1e-9) & (most <= hi + 1e-9))
+    if keep.all():
+        return rows, cols, vals, lo, hi
+    new_index = np.cumsum(keep) - 1
+    mask = keep[rows]
+    return new_index[rows[mask]].astype(np.int32), cols[mask], vals[mask], lo[keep], hi[keep]
 
 
 def _solution(x: np.ndarray):  # noqa: ANN202

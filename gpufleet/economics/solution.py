@@ -183,7 +183,7 @@ class Reading:
         out = []
         for j, mc in self.fp.mig.items():
             c = self.fp.owned[j]
-            for li, v in enumerate(mc.layouts):
+            for li, v in mc.layouts.items():
                 n = self.n(v)
                 if n:
                     out.append({"site": c.site, "server_class": c.server_class, "accelerator": c.accelerator, "gpus": n, "profiles": dict(layouts_of(c.accelerator)[li])})

@@ -147,7 +147,8 @@ def test_no_proposal_breaks_residency_memory_or_slo_and_more_demand_costs_more(a
             _entry("llama-3-1-8b-instruct", ["aws-use1"], round(6 * k, 3), round(2 * k, 3), ["awq"], interruptible=True),
             _entry("clinical-notes-8b", ["dc-fra"], round(1 * k, 3), round(0.2 * k, 3), ["awq"]),
         ]
-        training = [{"queue": "clinical-train", "gpu_hours_per_month": 1000 + 6000 * train * k, "accelerators": ["h100-80gb"], "job_gpus": 8}] if train else []
+        # regulated training runs only on dc-fra's 32 H100s (23,360 GPU-hours a month) beside the clinical model
+        training = [{"queue": "clinical-train", "gpu_hours_per_month": 1000 + 4000 * train * k, "accelerators": ["h100-80gb"], "job_gpus": 8}] if train else []
         return _demand(serving, training)
 
     d_lo, d_hi = demand(lo), demand(hi)
@@ -174,6 +175,10 @@ def test_example_is_optimal_and_below_both_baselines(example: dict) -> None:
     assert set(example["baselines"]) >= {"as_described", "cloud_on_demand"}
     assert example["solver"]["status"] == "optimal"
     assert example["solver"]["gap"] <= 1e-4
+    # the gap is against HiGHS's dual bound of the whole program: a lower bound of every plan's monthly cost
+    assert example["solver"]["bound_usd_per_month"] <= example["total_usd_per_month"] + 0.01
+    assert example["total_usd_per_month"] - example["solver"]["bound_usd_per_month"] <= 1e-4 * example["cloud_usd_per_month"] + 0.01
+    assert example["solver"]["owned_gap"] is not None and example["solver"]["owned_gap"] <= 1e-4
     assert example["total_usd_per_month"] < example["baselines"]["as_described"]
     assert example["total_usd_per_month"] < example["baselines"]["cloud_on_demand"]
     assert 0 <= example["owned_gpu_utilisation"] <= 1
@@ -205,3 +210,47 @@ def test_example_write_gives_a_fleet_validate_accepts(fleet_copy: Path) -> None:
     p_new = run("plan", "--fleet", str(fleet), "--format", "json")
     p_old = run("plan", "--format", "json")
     assert json.loads(p_new.stdout)["cost"]["total_usd_per_month"] < json.loads(p_old.stdout)["cost"]["total_usd_per_month"]
+
+
+# ------------------------------------------------------------- committed nodes
+
+
+def _committed_gpu_hours(demand, p) -> dict[tuple[str, str, str], tuple[float, float]]:
+    """Per (site, accelerator, committed capacity type): GPU-hours paid (nodes at peak,
+    every hour) and GPU-hours used (serving replicas in each period plus training)."""
+    H = PRICES.hours
+    hours = {"peak": H * demand.peak_fraction, "offpeak": H * (1 - demand.peak_fraction)}
+    paid: dict[tuple[str, str, str], float] = {}
+    used: dict[tuple[str, str, str], float] = {}
+    for pool in p.pools:
+        if pool["capacity_type"] in ("savings-plan", "capacity-block", "reserved"):
+            it = INSTANCE_TYPES[pool["instance_type"]]
+            key = (pool["site"], it.accelerator, pool["capacity_type"])
+            paid[key] = paid.get(key, 0.0) + pool["nodes_peak"] * it.gpus * H
+    for r in p.serving:
+        key = (r["site"], r["accelerator"], r["capacity_type"])
+        if key[2] in ("savings-plan", "capacity-block", "reserved"):
+            used[key] = used.get(key, 0.0) + r["tensor_parallel"] * (r["replicas_peak"] * hours["peak"] + r["replicas_offpeak"] * hours["offpeak"])
+    for r in p.training:
+        key = (r["site"], r["accelerator"], r["capacity_type"])
+        if key[2] in ("savings-plan", "capacity-block", "reserved"):
+            used[key] = used.get(key, 0.0) + r["gpu_hours_per_month"]
+    return {k: (paid.get(k, 0.0), used.get(k, 0.0)) for k in set(paid) | set(used)}
+
+
+def test_committed_nodes_carry_serving_and_training_once() -> None:
+    """A savings-plan node is paid for every hour; its GPUs serve or train, not both at once.
+
+    70B serving at aws-use1 on savings-plan H100 nodes, and a queue of 5,000 H100
+    GPU-hours that may run there too: the nodes must hold the serving replicas'
+    GPU-hours and the training's together."""
+    demand = _demand(
+        [_entry("llama-3-1-70b-instruct", ["aws-use1"], 2.0, 2.0, ["fp8"])],
+        [{"queue": "research-train", "gpu_hours_per_month": 5000, "accelerators": ["h100-80gb"], "job_gpus": 8, "sites": ["aws-use1"]}],
+    )
+    opts = Options([], [c for c in cloud_sites(FLEET) if c.site == "aws-use1"], allow_owned=False, capacity_types=("savings-plan",))
+    p = solve(FLEET, demand, PRICES, opts, gap=0.0)
+    assert p.solver["status"] == "optimal", p.solver
+    assert any(r["capacity_type"] == "savings-plan" for r in p.training)
+    for key, (paid, used) in _committed_gpu_hours(demand, p).items():
+        assert used <= paid + 1e-6, f"{key}: {used:,.0f} GPU-hours used on {paid:,.0f} paid"
