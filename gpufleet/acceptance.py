@@ -60,13 +60,27 @@ def server_threshold(server: Server) -> dict[str, Any] | None:
     }
 
 
+def blocks(site: Site) -> dict[str, list[str]]:
+    """InfiniBand block -> its GPU servers, sorted. Worked out once per site
+    (render asks for every server of a site in turn)."""
+    cached = site.__dict__.get("_gpufleet_ib_blocks")
+    if cached is None or cached[0] != len(site.servers):
+        found: dict[str, list[str]] = {}
+        for s in site.servers:
+            if s.spec.ib_block and s.spec.accelerator:
+                found.setdefault(s.spec.ib_block, []).append(s.name)
+        cached = (len(site.servers), {b: sorted(h) for b, h in found.items()})
+        site.__dict__["_gpufleet_ib_blocks"] = cached
+    return cached[1]
+
+
 def block_threshold(site: Site, server: Server) -> dict[str, Any] | None:
     """The all_reduce across every server of ``server``'s InfiniBand block, or
     None when it is in no block (or alone in it)."""
     block = server.spec.ib_block
     if not block or not server.spec.accelerator:
         return None
-    hosts = sorted(s.name for s in site.servers if s.spec.ib_block == block and s.spec.accelerator)
+    hosts = blocks(site).get(block, [])
     if len(hosts) < 2:
         return None
     ports = max(1, len(server.spec.fabric_hcas))
