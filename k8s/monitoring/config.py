@@ -69,8 +69,14 @@ CONFIG: dict[str, Any] = {
             "job": "llm-gateway",
             "service_labels": {"app.kubernetes.io/name": "llm-gateway"},
             "port": "http",
-            "path": "/metrics",
+            # LiteLLM mounts its exporter at /metrics/ (/metrics redirects there).
+            "path": "/metrics/",
             "interval": "30s",
+            # LiteLLM 1.103.0 authenticates /metrics (litellm.require_auth_for_metrics_endpoint
+            # defaults to True): Prometheus sends the gateway's metrics key, from
+            # this Secret in the monitoring namespace; the gateway's keys file
+            # lists its digest with scope `metrics` (k8s/serving/README.md).
+            "bearer_secret": {"name": "llm-gateway-metrics", "key": "token"},
         },
         "kueue": {
             "job": "kueue",

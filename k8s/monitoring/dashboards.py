@@ -147,8 +147,9 @@ def serving(ctx: SiteContext) -> dict[str, Any]:
     b.row("Latency")
     b.timeseries("Time to first token p95", "95th percentile of vLLM's time to first token.",
                  [(b.site(f"histogram_quantile(0.95, sum by ({by}, le) (rate(vllm:time_to_first_token_seconds_bucket{{{v}}}[5m])))"), "{{site}} {{model}}")], unit="s")
+    # vLLM 0.24 exports vllm:inter_token_latency_seconds (vllm/v1/metrics/loggers.py).
     b.timeseries("Time per output token p95", "95th percentile of inter-token latency.",
-                 [(b.site(f"histogram_quantile(0.95, sum by ({by}, le) (rate(vllm:time_per_output_token_seconds_bucket{{{v}}}[5m])))"), "{{site}} {{model}}")], unit="s")
+                 [(b.site(f"histogram_quantile(0.95, sum by ({by}, le) (rate(vllm:inter_token_latency_seconds_bucket{{{v}}}[5m])))"), "{{site}} {{model}}")], unit="s")
     b.timeseries("End-to-end latency p50 / p99", "Whole request, queueing included.",
                  [(b.site(f"histogram_quantile(0.5, sum by ({by}, le) (rate(vllm:e2e_request_latency_seconds_bucket{{{v}}}[5m])))"), "p50 {{site}} {{model}}"),
                   (b.site(f"histogram_quantile(0.99, sum by ({by}, le) (rate(vllm:e2e_request_latency_seconds_bucket{{{v}}}[5m])))"), "p99 {{site}} {{model}}")], unit="s")
@@ -168,8 +169,13 @@ def serving(ctx: SiteContext) -> dict[str, Any]:
     b.row("Caches")
     b.timeseries("Prefix cache hit ratio", "Share of prompt tokens found in vLLM's prefix cache.",
                  [(b.site(f"sum by ({by}) (rate(vllm:prefix_cache_hits_total{{{v}}}[5m]))\n/\nsum by ({by}) (rate(vllm:prefix_cache_queries_total{{{v}}}[5m]))"), "{{site}} {{model}}")], unit="percentunit")
+    # Hits over all model requests: LiteLLM 1.103.0 counts a hit in
+    # litellm_cache_hits_metric and every request, hit or not, in
+    # litellm_requests_metric; litellm_cache_misses_metric stays unset, since an
+    # uncached answer carries cache_hit None, not False
+    # (litellm/integrations/prometheus.py _increment_cache_metrics).
     b.timeseries("Response cache hit ratio (gateway)", "Share of requests the gateway answered from its response cache.",
-                 [(b.site(f"sum by (site, model) (rate(litellm_cache_hits_metric_total{{{gw}}}[5m]))\n/\n(sum by (site, model) (rate(litellm_cache_hits_metric_total{{{gw}}}[5m])) + sum by (site, model) (rate(litellm_cache_misses_metric_total{{{gw}}}[5m])))"), "{{site}} {{model}}")], unit="percentunit")
+                 [(b.site(f"sum by (site, model) (rate(litellm_cache_hits_metric_total{{{gw}}}[5m]))\n/\nsum by (site, model) (rate(litellm_requests_metric_total{{{gw}}}[5m]))"), "{{site}} {{model}}")], unit="percentunit")
     b.timeseries("KV cache usage", "Highest KV-cache usage of any replica.",
                  [(b.site(f"max by ({by}) (vllm:kv_cache_usage_perc{{{v}}})"), "{{site}} {{model}}")], unit="percentunit")
     return b.json()

@@ -102,6 +102,7 @@ def gateway_service_monitor(ctx: SiteContext) -> dict[str, Any]:
                     "port": t["port"],
                     "path": t["path"],
                     "interval": t["interval"],
+                    "authorization": {"type": "Bearer", "credentials": dict(t["bearer_secret"])},
                     "relabelings": [_set_job(t["job"])],
                 }
             ],

@@ -59,6 +59,8 @@ def _adapter_chart(cfg: dict[str, Any]) -> Chart:
         version=versions.PROMETHEUS_ADAPTER_CHART_VERSION,
         namespace=p["namespace"],
         values={
+            "image": {"repository": versions.PROMETHEUS_ADAPTER_IMAGE[0],
+                      "tag": versions.tag_at_digest(versions.PROMETHEUS_ADAPTER_IMAGE[1], versions.PROMETHEUS_ADAPTER_IMAGE[2])},
             "prometheus": {"url": p["url"], "port": p["port"]},
             "rules": {
                 "default": False,

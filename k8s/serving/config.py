@@ -36,6 +36,18 @@ CONFIG: dict[str, Any] = {
         "startup_s_per_b_params": 20,
         # Hugging Face token for gated repositories, by reference only.
         "hf_token_secret": {"name": "hf-token", "key": "token"},
+        # The key vLLM requires on its OpenAI API (vLLM's --api-key, read from
+        # VLLM_API_KEY): a Secret of this name in each serving namespace. The
+        # gateway holds the key of every serving namespace in `gateway_keys_secret`
+        # (in the gateway's namespace), one entry per namespace, named after it.
+        "api_key_secret": {"name": "vllm-api-key", "key": "api-key"},
+        "gateway_keys_secret": "vllm-api-keys",
+        # The image's unprivileged user (vllm-project/vllm v0.24.0
+        # docker/Dockerfile, vllm-base stage: `useradd --uid 2000 --gid 0
+        # --home-dir /home/vllm vllm`); its caches resolve under HOME.
+        "uid": 2000,
+        "gid": 0,
+        "home": "/home/vllm",
     },
     # --- autoscaling on queue depth ---------------------------------------------
     "autoscaling": {
@@ -60,11 +72,24 @@ CONFIG: dict[str, Any] = {
         "name": "llm-gateway",
         "port": 4000,
         "replicas": 2,
-        # Secrets the gateway reads, by reference: its master key and the
-        # Postgres URL that holds virtual keys and teams (tenants).
+        # Worker processes per replica (`litellm --num_workers`). They share the
+        # response cache in Valkey and nothing in memory (gpufleet_gateway.py).
+        "num_workers": 2,
+        # Seconds a starting worker may take to answer uvicorn's health check
+        # before the supervisor kills and restarts it (uvicorn 0.54 defaults to
+        # 5). A worker re-imports LiteLLM first, which takes about 5 s of CPU:
+        # with the default, a worker on a busy node never finishes starting.
+        "worker_healthcheck_timeout_s": 120,
+        # Secrets the gateway reads, by reference: its master key (the
+        # administrator's), and the client keys: a JSON file of SHA-256 digests,
+        # each naming its tenant (a fleet team) or the `metrics` scope
+        # (k8s/serving/README.md shows the format). No database: LiteLLM's
+        # virtual keys need Postgres through Prisma.
         "secret": "llm-gateway",
         "master_key_key": "master-key",
-        "database_url_key": "database-url",
+        "keys_secret": "llm-gateway-keys",
+        "keys_file": "keys.json",
+        "keys_dir": "/etc/litellm-keys",
     },
     "cache": {
         "name": "llm-cache",

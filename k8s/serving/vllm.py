@@ -184,22 +184,41 @@ def _cache_size_gib(model: ServedModel) -> int:
 
 
 def _volumes(model: ServedModel, lay: Layout, cfg: dict[str, Any]) -> tuple[list[dict], list[dict]]:
-    shm = max(1, cfg["vllm"]["shm_gib_per_gpu"] * lay.tensor_parallel)
+    """The only writable paths of a vLLM container (its root filesystem is read-only).
+
+    vLLM v0.24.0's image leaves HF_HOME, VLLM_CACHE_ROOT, TRITON_CACHE_DIR and
+    the other cache settings unset so that they resolve under $HOME/.cache
+    (docker/Dockerfile, vllm-openai-nonroot stage); torch's compile cache and
+    Ray's session files go to /tmp. HOME is an emptyDir, the Hugging Face cache
+    inside it one sized for the weights, /dev/shm one in memory for NCCL.
+    """
+    v = cfg["vllm"]
+    shm = max(1, v["shm_gib_per_gpu"] * lay.tensor_parallel)
     volumes = [
         {"name": "model-cache", "emptyDir": {"sizeLimit": f"{_cache_size_gib(model)}Gi"}},
+        {"name": "home", "emptyDir": {"sizeLimit": "20Gi"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "20Gi"}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm}Gi"}},
     ]
     mounts = [
-        {"name": "model-cache", "mountPath": "/root/.cache/huggingface"},
+        {"name": "home", "mountPath": v["home"]},
+        {"name": "model-cache", "mountPath": f"{v['home']}/.cache/huggingface"},
+        {"name": "tmp", "mountPath": "/tmp"},
         {"name": "dshm", "mountPath": "/dev/shm"},
     ]
     return volumes, mounts
 
 
 def _env(cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    hf = cfg["vllm"]["hf_token_secret"]
+    v = cfg["vllm"]
+    hf, key = v["hf_token_secret"], v["api_key_secret"]
     return [
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": hf["name"], "key": hf["key"], "optional": True}}},
+        # vLLM's --api-key from the environment (vllm/envs.py VLLM_API_KEY): the
+        # OpenAI API answers only requests that carry it; /health and /metrics
+        # stay open for the probes and Prometheus.
+        {"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": key["name"], "key": key["key"]}}},
+        {"name": "HOME", "value": v["home"]},
         {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
         {"name": "DO_NOT_TRACK", "value": "1"},
     ]
@@ -216,13 +235,25 @@ def _probes(model: ServedModel, cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _security() -> dict[str, Any]:
-    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+def _security(cfg: dict[str, Any]) -> dict[str, Any]:
+    # The image's `vllm` user, UID 2000 in group 0, which its caches and HOME
+    # are writable for (docker/Dockerfile at v0.24.0); the default image keeps
+    # USER root only so that derived images can still install packages.
+    v = cfg["vllm"]
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": v["uid"],
+        "runAsGroup": v["gid"],
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def _pod_spec(model: ServedModel, site: Site, lay: Layout, cfg: dict[str, Any], container: dict[str, Any]) -> dict[str, Any]:
     volumes, mounts = _volumes(model, lay, cfg)
-    container = {**container, "volumeMounts": mounts, "securityContext": _security()}
+    container = {**container, "volumeMounts": mounts, "securityContext": _security(cfg)}
     selector = {ACCELERATOR_LABEL: model.placement.accelerator, SITE_LABEL: site.name}
     if model.time_slicing and not lay.mig_profile:
         # The nodes whose device plugin shares each GPU (the GPU operator add-on labels them).
@@ -232,6 +263,10 @@ def _pod_spec(model: ServedModel, site: Site, lay: Layout, cfg: dict[str, Any], 
         "tolerations": _tolerations(model, site),
         "terminationGracePeriodSeconds": 120,
         "enableServiceLinks": False,
+        # vLLM and Ray never call the Kubernetes API (the LWS controller injects
+        # the group's addresses as environment variables).
+        "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
         "volumes": volumes,
     }
@@ -399,21 +434,27 @@ def build_model(site: Site, model: ServedModel, cfg: dict[str, Any], where: str 
 
 
 def namespaces(fleet: Fleet, site: Site, models: list[ServedModel], cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    """The serving namespace, and one per data class served here, labelled for residency."""
-    out = [_namespace(cfg["namespace"], {SITE_LABEL: site.name})]
+    """The serving namespaces (one per data class served here, labelled for
+    residency) and who may reach vLLM in each: the gateway and Prometheus."""
+    from k8s.policy import regulated_egress
+
+    out = [_namespace(cfg["namespace"], {SITE_LABEL: site.name}), _vllm_ingress(cfg["namespace"], cfg, {"app.kubernetes.io/name": "vllm"})]
     for dc in sorted({m.data_class for m in models if m.data_class}):
         allowed = fleet.allowed_sites(dc) or []
         if site.name not in allowed:
             raise FleetError([Problem(FLEET_FILE, "residency", f"data class '{dc}' may only be at {', '.join(allowed) or 'no site'}; it cannot be served at '{site.name}'")])
         ns = cfg["regulated_namespace"].format(data_class=dc)
         out.append(_namespace(ns, {DATA_CLASS_LABEL: dc, SITE_LABEL: site.name}))
-        out.append(_regulated_ingress(ns, cfg))
+        out.append(_vllm_ingress(ns, cfg, {}))
+        # Regulated weights come from the site's object store, nowhere else.
+        out += regulated_egress(ns, site)
     return out
 
 
-def _regulated_ingress(ns: str, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Who may reach models that hold regulated data: the site's gateway, its
-    Prometheus (metrics), and the namespace's own pods (a group's Ray traffic)."""
+def _vllm_ingress(ns: str, cfg: dict[str, Any], pods: dict[str, str]) -> dict[str, Any]:
+    """Who may reach vLLM (``pods`` of ``ns``; {} is every pod there): the
+    site's gateway and its Prometheus (metrics), on the HTTP port, and the
+    namespace's own vLLM pods (a group's Ray and NCCL traffic)."""
     def from_ns(name: str, pods: dict[str, str] | None = None) -> dict[str, Any]:
         peer: dict[str, Any] = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
         if pods:
@@ -426,12 +467,12 @@ def _regulated_ingress(ns: str, cfg: dict[str, Any]) -> dict[str, Any]:
         "kind": "NetworkPolicy",
         "metadata": {"name": "vllm-ingress", "namespace": ns, "labels": {"app.kubernetes.io/part-of": "gpufleet", "app.kubernetes.io/managed-by": "gpufleet"}},
         "spec": {
-            "podSelector": {},
+            "podSelector": {"matchLabels": dict(pods)} if pods else {},
             "policyTypes": ["Ingress"],
             "ingress": [
                 {"from": [from_ns(cfg["namespace"], {"app.kubernetes.io/name": cfg["gateway"]["name"]})], "ports": http},
                 {"from": [from_ns(cfg["prometheus"]["namespace"])], "ports": http},
-                {"from": [{"podSelector": {}}]},
+                {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "vllm"}}}]},
             ],
         },
     }
@@ -446,7 +487,8 @@ def _namespace(name: str, extra: dict[str, str]) -> dict[str, Any]:
             "labels": {
                 "app.kubernetes.io/part-of": "gpufleet",
                 "app.kubernetes.io/managed-by": "gpufleet",
-                "pod-security.kubernetes.io/enforce": "baseline",
+                # Every pod gpufleet renders here meets the restricted profile.
+                "pod-security.kubernetes.io/enforce": "restricted",
                 "pod-security.kubernetes.io/warn": "restricted",
                 **extra,
             },

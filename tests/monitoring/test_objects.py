@@ -107,7 +107,10 @@ def test_monitors_scrape_the_right_targets() -> None:
     assert vllm["podMetricsEndpoints"][0]["port"] == "http" and vllm["podMetricsEndpoints"][0]["path"] == "/metrics"
     gw = by_name["gpufleet-llm-gateway"]["spec"]
     assert gw["selector"]["matchLabels"] == {"app.kubernetes.io/name": "llm-gateway"}
-    assert gw["endpoints"][0]["port"] == "http" and gw["endpoints"][0]["path"] == "/metrics"
+    # LiteLLM serves its exporter at /metrics/, behind the gateway's metrics key
+    # (tests/serving/test_gateway_live.py scrapes it with exactly this).
+    assert gw["endpoints"][0]["port"] == "http" and gw["endpoints"][0]["path"] == "/metrics/"
+    assert gw["endpoints"][0]["authorization"] == {"type": "Bearer", "credentials": {"name": "llm-gateway-metrics", "key": "token"}}
     kueue = by_name["gpufleet-kueue"]["spec"]
     assert kueue["namespaceSelector"] == {"matchNames": ["kueue-system"]}
     dcgm = by_name["gpufleet-dcgm-exporter"]["spec"]

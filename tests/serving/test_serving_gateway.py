@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -95,7 +96,9 @@ def test_secrets_only_by_reference(fleet):
                         if SECRETISH.search(env["name"]):
                             assert "value" not in env and "secretKeyRef" in env["valueFrom"], f"{site}: {env}"
         conf = config_of(fleet, site)
-        assert conf["general_settings"] == {"master_key": "os.environ/LITELLM_MASTER_KEY", "database_url": "os.environ/DATABASE_URL"}
+        assert conf["general_settings"] == {"master_key": "os.environ/LITELLM_MASTER_KEY", "custom_auth": "gpufleet_gateway.user_api_key_auth"}
+        for entry in conf["model_list"]:
+            assert entry["litellm_params"]["api_key"].startswith("os.environ/VLLM_API_KEY_")
 
 
 def test_gateway_loads_its_plugin_through_the_proxys_own_loader(fleet, tmp_path):
@@ -110,13 +113,17 @@ def test_gateway_loads_its_plugin_through_the_proxys_own_loader(fleet, tmp_path)
     mount = next(m for m in c["volumeMounts"] if m["name"] == "config")
     assert config_path.rsplit("/", 1)[0] == mount["mountPath"]
     cm = next(o for o in b.objects if o["kind"] == "ConfigMap")
-    assert set(cm["data"]) == {"config.yaml", "gpufleet_gateway.py", "feedback-policy.json"}
+    assert set(cm["data"]) == {"config.yaml", "gpufleet_gateway.py", "feedback-policy.json", "tenants.json"}
+    assert json.loads(cm["data"]["tenants.json"]) == {"tenants": [t.name for t in fleet.teams]}
     policy_env = next(e for e in c["env"] if e["name"] == "GPUFLEET_FEEDBACK_POLICY")
     assert policy_env["value"] == f"{mount['mountPath']}/feedback-policy.json"
     # The rendered files, laid out as the ConfigMap mounts them, load with the proxy's loader.
     for name, text in cm["data"].items():
         (tmp_path / name).write_text(text)
-    for ref in yaml.safe_load(cm["data"]["config.yaml"])["litellm_settings"]["callbacks"]:
+    conf = yaml.safe_load(cm["data"]["config.yaml"])
+    for ref in conf["litellm_settings"]["callbacks"]:
         if ref.startswith("gpufleet_gateway."):
             hook = get_instance_fn(ref, config_file_path=str(tmp_path / "config.yaml"))
             assert type(hook).__name__ in ("TenantCacheScope", "FeedbackRecorder")
+    auth = get_instance_fn(conf["general_settings"]["custom_auth"], config_file_path=str(tmp_path / "config.yaml"))
+    assert auth.__name__ == "user_api_key_auth"

@@ -230,17 +230,44 @@ def test_unknown_site_is_a_one_line_problem(fleet):
     assert str(exc.value) == "stacks/fleet.yaml: sites: unknown site 'dc-fr' (did you mean 'dc-fra'?); sites: fra-hub, dc-fra, aws-euc1, aws-use1"
 
 
-def test_only_the_gateway_and_monitoring_reach_the_regulated_models(fleet):
+def test_only_the_gateway_and_monitoring_reach_vllm(fleet):
     objs = objects(fleet, "dc-fra")
+    gateway = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "llm-serving"}},
+               "podSelector": {"matchLabels": {"app.kubernetes.io/name": "llm-gateway"}}}
+    prometheus = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    for model in ("vllm-clinical-notes-8b", "vllm-llama-3-1-70b-instruct"):
+        dep = find(objs, "Deployment", model)
+        ns = dep["metadata"]["namespace"]
+        [pol] = [o for o in objs if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == ns and o["metadata"]["name"] == "vllm-ingress"]
+        selected = pol["spec"]["podSelector"].get("matchLabels", {})
+        assert selected.items() <= dep["spec"]["template"]["metadata"]["labels"].items(), "the policy does not select the vLLM pods"
+        assert pol["spec"]["policyTypes"] == ["Ingress"]
+        rules = pol["spec"]["ingress"]
+        assert [r["from"] for r in rules] == [[gateway], [prometheus], [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "vllm"}}}]]
+        assert rules[0]["ports"] == rules[1]["ports"] == [{"port": "http", "protocol": "TCP"}]
+    # The regulated namespace reaches DNS, itself and the site's object store only.
     ns = find(objs, "Deployment", "vllm-clinical-notes-8b")["metadata"]["namespace"]
-    pols = [o for o in objs if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == ns]
-    assert len(pols) == 1 and pols[0]["spec"]["podSelector"] == {} and pols[0]["spec"]["policyTypes"] == ["Ingress"]
-    peers = [r["from"][0] for r in pols[0]["spec"]["ingress"]]
-    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "llm-serving"}},
-            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "llm-gateway"}}} in peers
-    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in peers
-    # Unregulated models have no such restriction.
-    assert not [o for o in objs if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == "llm-serving" and o["metadata"]["name"] == "vllm-ingress"]
+    egress = {o["metadata"]["name"]: o["spec"] for o in objs if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == ns and "Egress" in o["spec"]["policyTypes"]}
+    assert egress["default-deny-egress"] == {"podSelector": {}, "policyTypes": ["Egress"]}
+    assert set(egress) == {"default-deny-egress", "allow-egress-dns", "allow-egress-same-namespace", "allow-egress-object-store"}
+    assert egress["allow-egress-object-store"]["egress"][0]["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "minio"}}}]
+
+
+def test_vllm_requires_an_api_key_that_the_gateway_passes(fleet):
+    import yaml as _yaml
+
+    bundles = {b.name: b for b in build(fleet, "dc-fra")}
+    conf = _yaml.safe_load(bundles["llm-gateway"].files["config.yaml"])
+    gw = next(o for o in bundles["llm-gateway"].objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    gw_env = {e["name"]: e for e in gw["env"]}
+    for entry in conf["model_list"]:
+        dep = find(bundles["vllm"].objects, "Deployment", f"vllm-{entry['model_name']}")
+        ns = dep["metadata"]["namespace"]
+        [key] = [e for e in server(dep)["env"] if e["name"] == "VLLM_API_KEY"]
+        assert key["valueFrom"]["secretKeyRef"] == {"name": "vllm-api-key", "key": "api-key"}
+        var = entry["litellm_params"]["api_key"].removeprefix("os.environ/")
+        # The gateway reads the key of the model's namespace from its own namespace's Secret.
+        assert gw_env[var]["valueFrom"]["secretKeyRef"] == {"name": "vllm-api-keys", "key": ns}
 
 
 def test_group_layout_splits_a_replica_into_power_of_two_tensor_parallel_pods(fleet):
