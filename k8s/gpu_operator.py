@@ -118,8 +118,15 @@ def device_plugin_config(fleet: Fleet, site: Site) -> dict[str, str]:
 
 
 def _image(component: str) -> dict[str, str]:
+    """A ClusterPolicy image: the operator composes repository/image:version, so
+    the version is ``<tag>@<digest>`` (k8s/versions.py GPU_OPERATOR_DIGESTS)."""
     repository, image, version = versions.GPU_OPERATOR_IMAGES[component]
-    return {"repository": repository, "image": image, "version": version}
+    return {"repository": repository, "image": image, "version": versions.tag_at_digest(version, versions.GPU_OPERATOR_DIGESTS.get(component))}
+
+
+def _operator_image() -> dict[str, str]:
+    repository, image, version, digest = versions.GPU_OPERATOR_OPERATOR_IMAGE
+    return {"repository": repository, "image": image, "version": versions.tag_at_digest(version, digest)}
 
 
 def _dcgm_counters() -> tuple[str, str] | None:
@@ -142,7 +149,11 @@ def values(fleet: Fleet, site: Site) -> dict[str, Any]:
     if counters:
         dcgm["config"] = {"name": counters[0]}
         dcgm["env"] = [{"name": "DCGM_EXPORTER_COLLECTORS", "value": f"/etc/dcgm-exporter/{counters[1]}"}]
+    nfd_repo, nfd_tag, nfd_digest = versions.NFD_IMAGE
     return {
+        "operator": _operator_image(),
+        "validator": _operator_image(),  # the validator runs the operator's image
+        "node-feature-discovery": {"image": {"repository": nfd_repo, "tag": versions.tag_at_digest(nfd_tag, nfd_digest)}},
         "daemonsets": {"tolerations": tolerations(unique_taints)},
         "driver": {"enabled": False},
         "toolkit": {"enabled": False, **_image("toolkit")},

@@ -398,7 +398,7 @@ def manager_config(fleet: Fleet, site: Site) -> dict[str, Any]:
 def chart(fleet: Fleet, site: Site) -> Chart:
     repo, tag = versions.KUEUE_IMAGE
     values = {
-        "controllerManager": {"manager": {"image": {"repository": repo, "tag": tag, "pullPolicy": "IfNotPresent"}}},
+        "controllerManager": {"manager": {"image": {"repository": repo, "tag": versions.tag_at_digest(tag, versions.KUEUE_IMAGE_DIGEST), "pullPolicy": "IfNotPresent"}}},
         "enablePrometheus": False,  # the monitoring add-on scrapes Kueue itself
         "managerConfig": {"controllerManagerConfigYaml": yaml.safe_dump(manager_config(fleet, site), sort_keys=False)},
     }

@@ -10,7 +10,11 @@
   rendezvous, NCCL bootstrap; RDMA traffic bypasses the kernel and is not
   subject to NetworkPolicy) and cluster DNS. Namespaces without a data class
   may also reach HTTPS endpoints (model hubs, object storage); regulated ones
-  may not.
+  (team and serving namespaces alike, :func:`regulated_egress`) reach only
+  cluster DNS, their own namespace and the site's object store
+  (:data:`OBJECT_STORE`), where their data, checkpoints and model weights
+  live. None of their workloads calls the Kubernetes API (torchrun, vLLM and
+  Ray do not), so no egress to the API server either.
 * Residency: a ValidatingAdmissionPolicy rejects a pod in a namespace
   labelled ``gpufleet.io/data-class=<class>`` unless the pod is pinned (by
   ``nodeSelector`` or required node affinity) to ``gpufleet.io/site`` values
@@ -28,6 +32,19 @@ from typing import Any
 
 from gpufleet.model import Fleet, Site, Team
 from k8s import gpu_operator, kueue, trainer
+
+# The site's object store, the one destination outside their namespace that
+# regulated workloads need: per site kind, NetworkPolicy peers and TCP ports.
+# Data centres run MinIO in the site's cluster, in namespace `minio` (the
+# feedback endpoint https://minio.<site>.<fleet>.internal fronts it); AWS
+# sites reach S3 through an S3 interface endpoint inside the site's VPC
+# ("{vpc_cidr}" is the stack's network.vpcCidr). Change these where your
+# object store lives elsewhere.
+OBJECT_STORE: dict[str, dict[str, Any]] = {
+    "datacenter": {"peers": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "minio"}}}], "ports": [443, 9000]},
+    "aws": {"peers": [{"ipBlock": {"cidr": "{vpc_cidr}"}}], "ports": [443]},
+}
+KUBE_DNS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
 
 LABEL_DATA_CLASS = "gpufleet.io/data-class"
 LABEL_SITE = "gpufleet.io/site"
@@ -84,29 +101,41 @@ def _netpol(name: str, ns: str, spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def network_policies(team: Team) -> list[dict[str, Any]]:
+def object_store_egress(site: Site) -> dict[str, Any]:
+    """An egress rule to the site's object store (:data:`OBJECT_STORE`)."""
+    entry = OBJECT_STORE[site.kind]
+    vpc = site.aws.network.vpc_cidr if site.aws else ""
+    peers = json.loads(json.dumps(entry["peers"]).replace("{vpc_cidr}", str(vpc)))
+    return {"to": peers, "ports": [{"protocol": "TCP", "port": p} for p in entry["ports"]]}
+
+
+def _dns_egress() -> dict[str, Any]:
+    return {"to": [dict(KUBE_DNS)], "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+
+
+def regulated_egress(ns: str, site: Site) -> list[dict[str, Any]]:
+    """Egress of a regulated namespace: DNS, its own pods, the object store; nothing else."""
+    return [
+        _netpol("default-deny-egress", ns, {"podSelector": {}, "policyTypes": ["Egress"]}),
+        _netpol("allow-egress-dns", ns, {"podSelector": {}, "policyTypes": ["Egress"], "egress": [_dns_egress()]}),
+        _netpol("allow-egress-same-namespace", ns, {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [{"podSelector": {}}]}]}),
+        _netpol("allow-egress-object-store", ns, {"podSelector": {}, "policyTypes": ["Egress"], "egress": [object_store_egress(site)]}),
+    ]
+
+
+def network_policies(team: Team, site: Site | None = None) -> list[dict[str, Any]]:
     ns = team.namespace
     same_namespace = [{"podSelector": {}}]
     out = [
         _netpol("default-deny", ns, {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
         _netpol("allow-same-namespace", ns, {"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "ingress": [{"from": same_namespace}], "egress": [{"to": same_namespace}]}),
-        _netpol(
-            "allow-dns",
-            ns,
-            {
-                "podSelector": {},
-                "policyTypes": ["Egress"],
-                "egress": [
-                    {
-                        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-                        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-                    }
-                ],
-            },
-        ),
+        _netpol("allow-dns", ns, {"podSelector": {}, "policyTypes": ["Egress"], "egress": [_dns_egress()]}),
     ]
     if team_data_class(team) is None:
         out.append(_netpol("allow-https-egress", ns, {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"protocol": "TCP", "port": 443}]}]}))
+    elif site is not None:
+        # Regulated: data, checkpoints and weights from the site's object store only.
+        out.append(_netpol("allow-egress-object-store", ns, {"podSelector": {}, "policyTypes": ["Egress"], "egress": [object_store_egress(site)]}))
     return out
 
 
@@ -196,7 +225,7 @@ def objects(fleet: Fleet, site: Site) -> list[dict[str, Any]]:
         objs.append(team_namespace(team))
     for team in fleet.teams:
         if team.queues:  # a team with training queues gets the training network policy
-            objs += network_policies(team)
+            objs += network_policies(team, site)
     objs += [admission_policy(fleet, site), admission_binding()]
     return objs
 

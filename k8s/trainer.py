@@ -40,6 +40,28 @@ RUNTIME = "torch-distributed"
 EFA_RESOURCE = "vpc.amazonaws.com/efa"
 ROCE_GID_INDEX = "3"
 SHM_SIZE = "64Gi"  # PyTorch data loaders and NCCL's shared-memory transport
+TMP_SIZE = "50Gi"  # torchrun's and torch.compile's files, caches under HOME=/tmp
+# The training container runs unprivileged. The PyTorch image has no USER (root)
+# and installs Python under /opt/conda, world-readable (pytorch/pytorch
+# Dockerfile, `official` stage), so any UID can run it; 1000 is the usual first
+# unprivileged one. Its root filesystem is read-only: a job writes to /tmp, to
+# /dev/shm and to the volumes it mounts (datasets, checkpoints). RDMA needs no
+# added capability: the containers inherit an unlimited RLIMIT_MEMLOCK from the
+# node (roles/os_baseline sets DefaultLimitMEMLOCK=infinity at data centres).
+TRAINING_UID = 1000
+
+
+def security_context() -> dict[str, Any]:
+    """The training container's: unprivileged, nothing added, nothing writable but its volumes."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": TRAINING_UID,
+        "runAsGroup": TRAINING_UID,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def fabric_hcas(site: Site) -> list[str]:
@@ -81,16 +103,23 @@ def runtime(site: Site) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "node",
         "image": versions.PYTORCH_IMAGE,
-        "env": nccl_env(site),
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        # HOME in the writable /tmp: torch, triton and Hugging Face keep their caches under it.
+        "env": [*nccl_env(site), {"name": "HOME", "value": "/tmp"}],
+        "securityContext": security_context(),
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}],
     }
     efa = efa_interfaces(site) if site.fabric == "efa" else 0
     if efa:
         container["resources"] = {"requests": {EFA_RESOURCE: str(efa)}, "limits": {EFA_RESOURCE: str(efa)}}
     pod_spec = {
+        # torchrun's rendezvous and NCCL need no Kubernetes API.
+        "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": TRAINING_UID, "runAsGroup": TRAINING_UID, "fsGroup": TRAINING_UID,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
         "tolerations": tolerations([GPU_TAINT]),
-        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}}],
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
+                    {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}}],
     }
     return {
         "apiVersion": versions.TRAINER_API,
@@ -120,9 +149,11 @@ def runtime(site: Site) -> dict[str, Any]:
 
 def chart() -> Chart:
     registry, repository, tag = versions.TRAINER_IMAGE
+    js_repo, js_tag, js_digest = versions.JOBSET_IMAGE
     values = {
-        "image": {"registry": registry, "repository": repository, "tag": tag},
-        "jobset": {"install": True},
+        "image": {"registry": registry, "repository": repository, "tag": versions.tag_at_digest(tag, versions.TRAINER_IMAGE_DIGEST)},
+        # JobSet's own chart values name a staging image pulled Always (k8s/versions.py).
+        "jobset": {"install": True, "image": {"repository": js_repo, "tag": versions.tag_at_digest(js_tag, js_digest), "pullPolicy": "IfNotPresent"}},
         # gpufleet ships its own runtime; the chart's examples stay off.
         "runtimes": {"defaultEnabled": False},
     }

@@ -37,12 +37,41 @@ GPU_OPERATOR_IMAGES = {
     "migManager": ("nvcr.io/nvidia/cloud-native", "k8s-mig-manager", "v0.15.0"),
     "dcgmExporter": ("nvcr.io/nvidia/k8s", "dcgm-exporter", "4.6.0-4.8.3-distroless"),
 }
+# Their digests, as the operator's own release pins them: NVIDIA/gpu-operator
+# v26.7.0 (10ee5b3), bundle/manifests/gpu-operator-certified.clusterserviceversion.yaml,
+# spec.relatedImages. The ClusterPolicy takes them as `version: <tag>@<digest>`
+# (api/nvidia/v1/clusterpolicy_types.go imagePath: repository/image:version).
+GPU_OPERATOR_DIGESTS = {
+    "toolkit": "sha256:f8c647d581f7c8b178efdb7e6c94f5fb6eb12ebc05e2157fa314d327560fcb7a",
+    "devicePlugin": "sha256:a61ba9fd8efb82f3a79f877f7580e02c1e8e7593f62473644bc9c79e315c3312",
+    "gfd": "sha256:a61ba9fd8efb82f3a79f877f7580e02c1e8e7593f62473644bc9c79e315c3312",
+    "migManager": "sha256:cab2cf9deafc9602da69d0832a82958a7687f22f4a2f19674099dc9a5c4ea8e2",
+    "dcgmExporter": "sha256:613ab03c11d442fd960ff515f547e9921537454a712d08160bc8f677f89f1c35",
+}
+# The operator itself, which also runs the validator. The release bundle names
+# only ghcr.io/nvidia/gpu-operator:main-latest, and no public record of the
+# v26.7.0 digest was found: pinned by tag; resolve it with
+# `crane digest nvcr.io/nvidia/gpu-operator:v26.7.0` and add it here.
+GPU_OPERATOR_OPERATOR_IMAGE = ("nvcr.io/nvidia", "gpu-operator", "v26.7.0", None)
+# Node Feature Discovery, the operator chart's sub-chart (0.19.0); the digest as
+# recorded by a public project that verifies it against registry.k8s.io.
+NFD_IMAGE = ("registry.k8s.io/nfd/node-feature-discovery", "v0.19.0",
+             "sha256:aa5be8691e4d5876d8a774063b37e1430c75e09468ba98d8bd07f6deec1f1756")
+
+
+def tag_at_digest(tag: str, digest: str | None) -> str:
+    """``tag@digest`` for an image value that takes a tag, or the tag alone where no digest is known."""
+    return f"{tag}@{digest}" if digest else tag
+
 
 # --- Kueue
 KUEUE_CHART = "kueue"
 KUEUE_REPOSITORY = "oci://registry.k8s.io/kueue/charts"
 KUEUE_VERSION = "0.19.2"
 KUEUE_IMAGE = ("registry.k8s.io/kueue/kueue", "v0.19.2")
+# No public record of the v0.19.2 image's digest was found: pinned by tag;
+# resolve it with `crane digest registry.k8s.io/kueue/kueue:v0.19.2`.
+KUEUE_IMAGE_DIGEST: str | None = None
 KUEUE_API = "kueue.x-k8s.io/v1beta2"
 KUEUE_CONFIG_API = "config.kueue.x-k8s.io/v1beta2"
 
@@ -51,9 +80,19 @@ TRAINER_CHART = "kubeflow-trainer"
 TRAINER_REPOSITORY = "oci://ghcr.io/kubeflow/charts"
 TRAINER_VERSION = "2.3.0"
 TRAINER_IMAGE = ("ghcr.io", "kubeflow/trainer/trainer-controller-manager", "v2.3.0")
+# No public record of the v2.3.0 image's digest was found: pinned by tag;
+# resolve it with `crane digest ghcr.io/kubeflow/trainer/trainer-controller-manager:v2.3.0`.
+TRAINER_IMAGE_DIGEST: str | None = None
+# JobSet, the Trainer chart's dependency: its chart's values name a staging
+# image (us-central1-docker.pkg.dev/k8s-staging-images/jobset/jobset:main,
+# pulled Always), so the release image is set explicitly. No public record of
+# its digest was found: pinned by tag.
+JOBSET_IMAGE = ("registry.k8s.io/jobset/jobset", "v0.12.0", None)
 TRAINER_API = "trainer.kubeflow.org/v1alpha1"
 # The training container of the runtimes; a TrainJob may set its own image.
-PYTORCH_IMAGE = "pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime"
+# The digest is that of the multi-architecture index of the tag, as recorded by
+# several independent public projects that pin it.
+PYTORCH_IMAGE = "docker.io/pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime@sha256:db80a41f8428644cebcb3d75b0b62df334ab6c0e75785951eb25f48bfbd42407"
 
 # --- gpufleet's on-prem-first MultiKueue dispatcher (k8s/dispatcher): its code is
 # a ConfigMap, run by the stock Python image (standard library only). The digest
@@ -99,6 +138,24 @@ EKS_ECR_ACCOUNTS = {
 KUBE_PROMETHEUS_STACK_CHART = "kube-prometheus-stack"
 KUBE_PROMETHEUS_STACK_REPOSITORY = "https://prometheus-community.github.io/helm-charts"
 KUBE_PROMETHEUS_STACK_VERSION = "88.5.3"
+# The images the release runs, set through its values with their digests (the
+# chart appends `@sha256:<sha>`). Tags are the chart's own (values.yaml and
+# Chart.yaml at kube-prometheus-stack-88.5.3: appVersion v0.93.1, sub-chart
+# kube-state-metrics 8.4.0 = v2.20.0). Digests of the multi-architecture
+# indexes as a public image audit of the same releases recorded them; `None`
+# where no public record was found (resolve with `crane digest` and add it).
+KUBE_PROMETHEUS_STACK_IMAGES = {
+    "prometheus": ("quay.io", "prometheus/prometheus", "v3.14.0-distroless", "50c707e96da5ade383cb1707790576480485e93de06aa60ad8802cb5f744bd0a"),
+    "alertmanager": ("quay.io", "prometheus/alertmanager", "v0.34.0", "690c7b525f4367aa91f73e2f91c632206d32e97c6384bdbf2fb7a861b420340d"),
+    "operator": ("quay.io", "prometheus-operator/prometheus-operator", "v0.93.1", "e52bb28fd41c98dd407c7a8cba8bdcfe7eabd7447e250afaf1fe7bb816dedbff"),
+    "config-reloader": ("quay.io", "prometheus-operator/prometheus-config-reloader", "v0.93.1", "428f088fe6fe07ab138bda92113664b04848a1dc408e4d3680a60ecdb55d1a65"),
+    "kube-state-metrics": ("registry.k8s.io", "kube-state-metrics/kube-state-metrics", "v2.20.0", "42cfe3723a5f058171c627537fb57a3ea0f26e4380fa18555a95cb1a1b4cfc5b"),
+    # The admission webhook's certificate job; a digest was found only for 1.8.8.
+    "webhook-certgen": ("ghcr.io", "jkroepke/kube-webhook-certgen", "1.8.7", None),
+}
+# Left to their charts' defaults, with no digest: node-exporter v1.12.1 (the
+# public records of its digest disagree with each other), Grafana and its
+# dashboard sidecar (quay.io/kiwigrid/k8s-sidecar 2.10.1; no public record).
 
 
 # ===================================================== serving (k8s/serving)
@@ -130,6 +187,8 @@ VALKEY_IMAGE = "docker.io/valkey/valkey:8.1.10-alpine@sha256:081c2f5cb575efc901a
 PROMETHEUS_ADAPTER_CHART = "prometheus-adapter"
 PROMETHEUS_ADAPTER_REPOSITORY = "https://prometheus-community.github.io/helm-charts"
 PROMETHEUS_ADAPTER_CHART_VERSION = "4.13.0"
+# Its image (the chart's appVersion); no public record of the digest was found.
+PROMETHEUS_ADAPTER_IMAGE = ("registry.k8s.io/prometheus-adapter/prometheus-adapter", "v0.12.0", None)
 
 # The LeaderWorkerSet API the multi-node vLLM groups use (kubernetes-sigs/lws).
 LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import versions
 from ..core import Chart
 from .context import SiteContext
 
@@ -24,6 +25,12 @@ def remote_write_host(ctx: SiteContext) -> str:
 
 def remote_write_url(ctx: SiteContext) -> str:
     return f"https://{remote_write_host(ctx)}{ctx.cfg['remote_write']['path']}"
+
+
+def _image(name: str) -> dict[str, str]:
+    """An image value of the chart (registry, repository, tag, sha) from k8s/versions.py."""
+    registry, repository, tag, sha = versions.KUBE_PROMETHEUS_STACK_IMAGES[name]
+    return {"registry": registry, "repository": repository, "tag": tag, "sha": sha or ""}
 
 
 def values(ctx: SiteContext) -> dict[str, Any]:
@@ -74,9 +81,16 @@ def values(ctx: SiteContext) -> dict[str, Any]:
             }
         ]
     dash = cfg["dashboards"]
+    spec["image"] = _image("prometheus")
     return {
         "prometheus": prometheus,
-        "alertmanager": {"enabled": True},
+        "alertmanager": {"enabled": True, "alertmanagerSpec": {"image": _image("alertmanager")}},
+        "prometheusOperator": {
+            "image": _image("operator"),
+            "prometheusConfigReloader": {"image": _image("config-reloader")},
+            "admissionWebhooks": {"patch": {"image": _image("webhook-certgen")}},
+        },
+        "kube-state-metrics": {"image": _image("kube-state-metrics")},
         "grafana": {
             "enabled": True,
             "sidecar": {

@@ -137,4 +137,4 @@ def test_images_of_the_core_charts_are_pinned_exactly(bundles, site):
             tags = dict(_tags(chart.values))
             assert tags, chart.release
             for where, tag in tags.items():
-                assert re.fullmatch(r"v?\d+\.\d+\.\d+(-[0-9a-z.-]+)?", tag), (chart.release, where, tag)
+                assert re.fullmatch(r"v?\d+\.\d+\.\d+(-[0-9a-z.-]+)?(@sha256:[0-9a-f]{64})?", tag), (chart.release, where, tag)

@@ -53,7 +53,8 @@ def test_chart_is_pinned(bundles):
     chart = _chart(bundles, "dc-fra")
     assert (chart.chart, chart.version, chart.repository) == ("gpu-operator", versions.GPU_OPERATOR_VERSION, "https://helm.ngc.nvidia.com/nvidia")
     for component in ("toolkit", "devicePlugin", "migManager", "gfd", "dcgmExporter"):
-        assert chart.values[component]["version"] == versions.GPU_OPERATOR_IMAGES[component][2]
+        # <tag>@<digest>, the digests the operator's v26.7.0 bundle pins.
+        assert chart.values[component]["version"] == f"{versions.GPU_OPERATOR_IMAGES[component][2]}@{versions.GPU_OPERATOR_DIGESTS[component]}"
 
 
 def _mig_configs(bundles, site):
