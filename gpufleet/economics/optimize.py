@@ -177,7 +177,7 @@ def _solve_in_order(fp: FleetProgram, time_limit: float, gap: float, threads: in
         "seconds": round(sum(st["seconds"] for st in stages), 3),
         "cpu_seconds": round(sum(st["cpu_seconds"] for st in stages), 3),
         "bound": cost_bound,
-        "bound_usd_per_month": round(owned_committed + cost_bound, 2) if finite else None,
+        "bound_usd_per_month": math.floor((owned_committed + cost_bound) * 100) / 100 if finite else None,  # a lower bound, rounded down
         **p.size_info(),
         "owned_status": owned_status,
         # the owned bound from the find stage carries HiGHS's absolute tolerance divided by TIE_BREAK: a cent
