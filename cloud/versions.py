@@ -20,6 +20,8 @@ Where the figures come from:
 
 from __future__ import annotations
 
+from gpufleet.eks import KUBERNETES_VERSIONS  # noqa: F401 - the versions the rows below must cover
+
 # --------------------------------------------------------------- node AMI types
 
 AMI_TYPE_GPU = "AL2023_x86_64_NVIDIA"
@@ -35,6 +37,8 @@ ADDONS_BEFORE_NODES = ("vpc-cni", "kube-proxy", "eks-pod-identity-agent")
 # Installed after the node groups (CoreDNS needs a node to run on).
 ADDONS_AFTER_NODES = ("coredns",)
 
+# One row per Kubernetes minor the fleet model accepts (gpufleet/eks.py's
+# KUBERNETES_VERSIONS; tests/model/test_engine_facts.py checks they agree).
 EKS_ADDON_VERSIONS: dict[str, dict[str, str]] = {
     "1.31": {
         "vpc-cni": "v1.19.2-eksbuild.5",

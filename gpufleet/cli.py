@@ -8,7 +8,6 @@ failed for another reason (its message on standard error, never a traceback).
 from __future__ import annotations
 
 import enum
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -128,10 +127,9 @@ app.command("optimize")(_economics.optimize)
 app.command("calibrate")(_economics.calibrate)
 
 
-if importlib.util.find_spec("gpufleet.baremetal") is not None:
-    from gpufleet.baremetal.cli import app as _baremetal_app
+from gpufleet.baremetal.cli import app as _baremetal_app  # noqa: E402
 
-    app.add_typer(_baremetal_app, name="baremetal", help="Provision and verify data-centre GPU servers (Ansible).")
+app.add_typer(_baremetal_app, name="baremetal", help="Provision and verify data-centre GPU servers (Ansible).")
 
 
 def main(argv: list[str] | None = None) -> int:

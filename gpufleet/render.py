@@ -19,8 +19,6 @@ folder; a killed one (SIGKILL) leaves a marked folder the next render removes.
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import json
 import os
 import shutil
@@ -33,11 +31,14 @@ from typing import Any
 
 import yaml
 
+from cloud.preview import Previews
 from gpufleet import outdir
-from gpufleet.inventory import VaultValue
+from gpufleet.baremetal_vars import host_variables
 from gpufleet.model import Fleet
 from gpufleet.plan import build_plan
 from gpufleet.report import to_json, to_markdown
+from gpufleet.safe_yaml import VaultValue
+from k8s import site_bundles
 
 MARKER = outdir.MARKER
 
@@ -76,16 +77,7 @@ def dump_all(objs: list[Any]) -> str:
     return yaml.dump_all(objs, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
 
 
-def _optional(module: str, attr: str) -> Callable[..., Any] | None:
-    if importlib.util.find_spec(module) is None:
-        return None
-    return getattr(importlib.import_module(module), attr, None)
-
-
 def write_k8s(fleet: Fleet, site: str, out: Path) -> list[str]:
-    site_bundles = _optional("k8s", "site_bundles")
-    if site_bundles is None:
-        return []
     out.mkdir(parents=True, exist_ok=True)
     written = []
     releases = []
@@ -114,8 +106,6 @@ def write_ansible(fleet: Fleet, site_name: str, out: Path) -> None:
     """``out/inventory/``: the site's inventory plus one more inventory source
     holding what gpufleet derives per host, so that
     ``ansible-playbook -i out/inventory baremetal/site.yml`` sees both."""
-    from gpufleet.baremetal_vars import host_variables
-
     site = fleet.site(site_name)
     inv = out / "inventory"
     # Only what Ansible reads as this inventory (the files the model's reader
@@ -176,8 +166,6 @@ def _signals_held() -> Iterator[None]:
 
 def _previews(fleet: Fleet) -> dict[str, list[dict[str, Any]]]:
     """Each site's offline preview, side by side; all of them stopped if one fails or the render is interrupted."""
-    from cloud.preview import Previews
-
     runs = Previews()
     names = [s.name for s in fleet.sites]
     pool = ThreadPoolExecutor(max_workers=max(1, min(len(names), os.cpu_count() or 1)))
@@ -196,14 +184,13 @@ def _write(fleet: Fleet, tmp: Path, progress: Callable[[str], None]) -> dict[str
     (tmp / "plan.json").write_text(to_json(plan))
     (tmp / "plan.md").write_text(to_markdown(plan))
     summary: dict[str, Any] = {s.name: {} for s in fleet.sites}
-    if importlib.util.find_spec("cloud.preview") is not None:
-        # Each preview is a separate interpreter running the real program under the mock engine.
-        progress(f"running {len(fleet.sites)} Pulumi programs under the mock engine")
-        for name, resources in _previews(fleet).items():
-            sdir = tmp / "sites" / name
-            sdir.mkdir(parents=True)
-            (sdir / "pulumi-preview.json").write_text(json.dumps({"stack": name, "resources": resources}, indent=2, sort_keys=True) + "\n")
-            summary[name]["pulumi_resources"] = len(resources)
+    # Each preview is a separate interpreter running the real program under the mock engine.
+    progress(f"running {len(fleet.sites)} Pulumi programs under the mock engine")
+    for name, resources in _previews(fleet).items():
+        sdir = tmp / "sites" / name
+        sdir.mkdir(parents=True)
+        (sdir / "pulumi-preview.json").write_text(json.dumps({"stack": name, "resources": resources}, indent=2, sort_keys=True) + "\n")
+        summary[name]["pulumi_resources"] = len(resources)
     for site in fleet.sites:
         sdir = tmp / "sites" / site.name
         sdir.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from gpufleet.inventory import load_inventory
-from gpufleet.scale import generate
+from tests.scale.fleetgen import generate
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_INVENTORY = Path(sys.executable).parent / "ansible-inventory"

@@ -3,7 +3,7 @@
     python tests/scale/bench.py [--sizes 0.5,1] [--repeat 3] [--ansible per-dc|combined|both|none] [--results FILE]
 
 For each size (1 = 20 AWS regions, 50 data centres, 10,000 GPU servers,
-80,000 GPUs; see gpufleet/scale.py) it generates the fleet, then runs each
+80,000 GPUs; see tests/scale/fleetgen.py) it generates the fleet, then runs each
 command as a child process and reads the child's own resource usage
 (``os.wait4``): wall time, CPU time (user + system) and peak resident memory
 (``ru_maxrss``).
@@ -39,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from gpufleet.scale import generate  # noqa: E402
+from tests.scale.fleetgen import generate  # noqa: E402
 
 BIN = Path(sys.executable).parent
 

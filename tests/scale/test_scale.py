@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gpufleet.model import load_fleet
-from gpufleet.scale import generate
+from tests.scale.fleetgen import generate
 
 
 def _cpu_seconds(fleet_yaml: Path, runs: int = 2) -> float:
