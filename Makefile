@@ -7,7 +7,7 @@ VENV := .venv
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON := $(shell command -v $(PYTHON))
 
-.PHONY: plan validate render test test-fast lint lab lab-full lab-clean bench clean env env-dev
+.PHONY: plan validate render test test-fast lint lab lab-full lab-clean bench clean env env-dev fedlab
 
 # uv's version and the SHA-256 of each of its Linux wheels: requirements-uv.txt.
 $(UV): requirements-uv.txt
@@ -34,10 +34,18 @@ render: env
 
 test: env-dev
 	./tests/install-system-deps.sh
+	$(VENV)/bin/python tests/fedlab/build.py
 	$(VENV)/bin/pytest -q
 
 test-fast: env-dev
-	$(VENV)/bin/pytest -q -m "not lab"
+	$(VENV)/bin/pytest -q -m "not lab and not fedlab"
+
+# The federation lab (tests/fedlab/README.md): builds Kubernetes, etcd, KWOK,
+# cluster-autoscaler, Kueue, JobSet and Trainer from the Go module proxy
+# (cached in .fedlab/bin), runs one control plane per site and the scenarios.
+fedlab: env-dev
+	$(VENV)/bin/python tests/fedlab/build.py
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m fedlab tests/fedlab
 
 # The VM lab (tests/lab/README.md): real Debian VMs under qemu, site.yml twice,
 # then the testinfra suites. Needs root and tests/install-system-deps.sh.
