@@ -24,8 +24,11 @@ from gpufleet.eks import KUBERNETES_VERSIONS  # noqa: F401 - the versions the ro
 
 # --------------------------------------------------------------- node AMI types
 
-AMI_TYPE_GPU = "AL2023_x86_64_NVIDIA"
-AMI_TYPE_CPU = "AL2023_x86_64_STANDARD"
+# The fleet model holds them (gpufleet/eks.py), with the driver branch the GPU
+# AMI carries (gpufleet/drivers.py): it checks that branch against the CUDA of
+# the images that run on these nodes.
+from gpufleet.eks import CPU_AMI_TYPE as AMI_TYPE_CPU  # noqa: E402
+from gpufleet.eks import GPU_AMI_TYPE as AMI_TYPE_GPU  # noqa: E402
 
 # Root volume device of the Amazon Linux 2023 EKS AMIs.
 ROOT_DEVICE_NAME = "/dev/xvda"

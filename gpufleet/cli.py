@@ -7,7 +7,9 @@ failed for another reason (its message on standard error, never a traceback).
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -37,9 +39,21 @@ def _err() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def _today() -> dt.date | None:
+    """GPUFLEET_TODAY (YYYY-MM-DD): the day end-of-life warnings count from, instead of today."""
+    value = os.environ.get("GPUFLEET_TODAY")
+    if not value:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        _err().print(f"GPUFLEET_TODAY: '{value}' is not a date (YYYY-MM-DD)", markup=False)
+        raise typer.Exit(2) from None
+
+
 def _load(path: Path) -> Fleet:
     try:
-        return load_fleet(path)
+        return load_fleet(path, today=_today())
     except FleetError as exc:
         err = _err()
         for problem in exc.problems:
@@ -52,6 +66,9 @@ def _load(path: Path) -> Fleet:
 def validate(fleet: FleetOpt = DEFAULT_FLEET) -> None:
     """Check the whole description offline: schemas and cross-checks."""
     f = _load(fleet)
+    err = _err()
+    for warning in f.warnings:
+        err.print(f"warning: {warning}", markup=False)
     servers = sum(len(s.servers) for s in f.sites)
     gpus = sum(sum(s.gpu_capacity().values()) for s in f.sites if not s.is_aws)
     print(f"{fleet}: fleet '{f.name}' is valid: {len(f.sites)} sites, {servers} servers ({gpus} whole GPUs on-prem), {len(f.queues)} queues, {len(f.models)} models")

@@ -17,10 +17,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from gpufleet import names
+from gpufleet import drivers, names
 from gpufleet.catalog import ACCELERATORS, INSTANCE_TYPES
 
 Name = Annotated[str, Field(pattern=r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$", description="DNS label: lower case, digits and '-'")]
@@ -97,7 +97,19 @@ def _endpoint(value: str) -> str:
     return value
 
 
+def _branch(value: str) -> str:
+    name = drivers.branch_name(value)
+    if name not in drivers.BRANCHES:
+        from gpufleet.errors import did_you_mean
+
+        known = ", ".join(b.label for b in drivers.BRANCHES.values())
+        raise ValueError(f"unknown NVIDIA driver branch '{value}'{did_you_mean(name, drivers.BRANCHES)}; gpufleet/drivers.py knows {known}")
+    return name
+
+
 Cidr = Annotated[str, AfterValidator(_cidr)]
+# "580", "R580" or 580: the branch NVIDIA's packages are named after.
+DriverBranch = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool) else v), AfterValidator(_branch)]
 LabelKey = Annotated[str, _check(names.user_label_key)]
 LabelValue = Annotated[str, _check(names.label_value)]
 NodeLabelValue = Annotated[str, AfterValidator(_node_label_value)]
@@ -328,6 +340,7 @@ class ServerVars(Strict):
     fabric_interface: str | None = None
     fabric_hcas: list[str] = Field(default_factory=list)
     acceptance_busbw_gbps: float | None = Field(None, gt=0)
+    driver_branch: DriverBranch = drivers.DEFAULT_BRANCH
     mig_layout: list[MigGroup] = Field(default_factory=list)
     node_taints: list[TaintText] = Field(default_factory=list)
 

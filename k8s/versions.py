@@ -290,3 +290,12 @@ FEDLAB_GO_MODULES = {
         "ldflags": "",
     },
 }
+
+
+# ===================================================== CUDA of the GPU workload images (gpufleet/drivers.py)
+#
+# The CUDA major each GPU workload image above needs (VLLM_IMAGE, PYTORCH_IMAGE)
+# lives in the fleet model, which refuses a site whose driver branch cannot run
+# it without importing this module. Bump the entry there with the image tag;
+# tests/model/test_drivers.py checks every GPU workload image here has one.
+from gpufleet.drivers import GPU_IMAGE_CUDA  # noqa: E402,F401

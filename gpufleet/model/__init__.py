@@ -8,12 +8,13 @@ The package, by concern:
 * :mod:`gpufleet.model.servers`: a data centre's servers from its inventory;
 * :mod:`gpufleet.model.messages`: pydantic's errors as ``file: key.path: message`` lines;
 * :mod:`gpufleet.model.checks`: the cross-checks, one function each;
+* :mod:`gpufleet.model.cuda`: driver branches against the images' CUDA and their end of life;
 * :mod:`gpufleet.model.sizing`: a served model's memory need and what its placement offers.
 
 Everything an engine needs is importable from here. The model imports no
 engine (``cloud/``, ``k8s/``): facts the engines share with it live in
 ``gpufleet/`` (:mod:`gpufleet.eks`, :mod:`gpufleet.names`, :mod:`gpufleet.mig`,
-:mod:`gpufleet.catalog`).
+:mod:`gpufleet.catalog`, :mod:`gpufleet.drivers`).
 """
 
 from gpufleet.catalog import INSTANCE_TYPES

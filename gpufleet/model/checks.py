@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from gpufleet import eks, mig
 from gpufleet.errors import Problem, did_you_mean
+from gpufleet.model.cuda import driver_cuda
 from gpufleet.model.sizing import GPU_MEMORY_UTILIZATION, RUNTIME_OVERHEAD_GIB, model_weights_gib, replica_memory_gib, replica_memory_need_gib
 from gpufleet.model.types import Fleet, Site
 from gpufleet.schema import Queue, ServedModel
@@ -278,4 +279,5 @@ CHECKS: tuple[Callable[[Context], list[Problem]], ...] = (
     cidr_overlaps,
     shared_addresses,
     aws_stacks,
+    driver_cuda,
 )

@@ -9,6 +9,7 @@ once all of them load cleanly the cross-checks run (:mod:`gpufleet.model.checks`
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from gpufleet.errors import FleetError, Problem, did_you_mean
 from gpufleet.model.checks import cross_check
+from gpufleet.model.cuda import driver_warnings
 from gpufleet.model.messages import validation_problems
 from gpufleet.model.servers import load_servers
 from gpufleet.model.types import DEFAULT_FLEET, Fleet, Site
@@ -26,18 +28,23 @@ from gpufleet.schema import AwsStackConfig, DatacenterStackConfig, FleetSpec, Si
 _PULUMI_TOP_KEYS = {"config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment"}
 
 
-def load_fleet(path: str | Path = DEFAULT_FLEET) -> Fleet:
-    """Load and cross-check the fleet whose fleet-wide file is ``path``."""
+def load_fleet(path: str | Path = DEFAULT_FLEET, today: dt.date | None = None) -> Fleet:
+    """Load and cross-check the fleet whose fleet-wide file is ``path``.
+
+    ``today`` is the day end-of-life warnings count from (:attr:`Fleet.warnings`); default: today.
+    """
     # Loading builds hundreds of thousands of small objects and no garbage
     # cycles; the cyclic collector would rescan them all again and again (a
     # third of the time on 10,000 servers, growing faster than the fleet).
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _load_fleet(Path(path))
+        fleet = _load_fleet(Path(path))
     finally:
         if enabled:
             gc.enable()
+    fleet.warnings = driver_warnings(fleet, today or dt.date.today())
+    return fleet
 
 
 def _fleet_spec(path: Path) -> FleetSpec:

@@ -18,7 +18,7 @@ from gpufleet.schema import ServerVars, SiteSpec
 SERVER_KEYS = {f"{SERVER_PREFIX}{n}" for n in ServerVars.model_fields}
 # Variables a host takes from one group only: two unrelated groups setting them differently is a mistake.
 SINGLE_OWNER = ("gpufleet_server_class",)
-_ORIGINS = ("ansible_host", "gpufleet_bmc_address")
+_ORIGINS = ("ansible_host", "gpufleet_bmc_address", "gpufleet_driver_branch")
 
 
 def load_servers(spec: SiteSpec, root: Path, problems: list[Problem]) -> tuple[list[Server], list[str]]:

@@ -6,7 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpufleet import mig
+from gpufleet import drivers, eks, mig
+from gpufleet.errors import Problem
 from gpufleet.schema import AwsStackConfig, FleetSpec, NodePool, Queue, ServedModel, ServerVars, SiteSpec, Team
 
 DEFAULT_FLEET = Path("stacks/fleet.yaml")
@@ -21,7 +22,7 @@ class Server:
     spec: ServerVars
     ansible_port: int | None = None
     file: str = ""  # the hosts file that lists it
-    origin: dict[str, str] = field(default_factory=dict)  # ansible_host and gpufleet_bmc_address -> the file that sets it
+    origin: dict[str, str] = field(default_factory=dict)  # ansible_host, gpufleet_bmc_address, gpufleet_driver_branch -> the file that sets it
 
     @property
     def mig_gpus(self) -> int:
@@ -46,6 +47,11 @@ class Server:
     @property
     def mig_config(self) -> str:
         return mig.config_name([g.model_dump() for g in self.spec.mig_layout])
+
+    @property
+    def driver_branch(self) -> str:
+        """The NVIDIA driver branch the server runs: ``gpufleet_driver_branch`` (default R580), as ``"580"``."""
+        return self.spec.driver_branch
 
 
 @dataclass
@@ -79,6 +85,11 @@ class Site:
     @property
     def node_pools(self) -> list[NodePool]:
         return list(self.aws.node_pools) if self.aws else []
+
+    @property
+    def ami_driver_branch(self) -> str | None:
+        """The driver branch of the GPU node AMI at an AWS site (None at a data centre)."""
+        return drivers.AMI_DRIVER_BRANCH[eks.GPU_AMI_TYPE] if self.aws else None
 
     @property
     def fabric(self) -> str:
@@ -134,6 +145,7 @@ class Fleet:
     spec: FleetSpec
     sites: list[Site]
     path: Path = DEFAULT_FLEET  # the fleet.yaml this fleet was loaded from
+    warnings: list[Problem] = field(default_factory=list)  # worth acting on, not wrong: validate prints them
 
     @property
     def name(self) -> str:
