@@ -3,8 +3,8 @@
 ``build(fleet, site)`` returns the site's kube-prometheus-stack chart (pinned),
 its Namespace, the scrape monitors (dcgm-exporter, vLLM, the LLM gateway,
 Kueue), the gpufleet PrometheusRule, the Grafana dashboards as ConfigMaps, the
-dcgm-exporter counters ConfigMap (sites with GPUs) and, as review files, the rendered
-rule groups with their promtool unit tests.
+dcgm-exporter counters ConfigMap (sites with GPUs) and, as a review file, the rendered
+rule groups (their promtool unit tests are test code: tests/monitoring/rule_tests.py).
 
 Every threshold, selector, version and price lives in :mod:`.config`.
 """
@@ -16,14 +16,13 @@ from typing import Any
 import yaml
 
 from ..core import AddonBundle
-from . import dashboards, dcgm, rule_tests, rules, scrape, stack
+from . import dashboards, dcgm, rules, scrape, stack
 from .config import CONFIG, merged
 from .context import FleetLike, SiteContext, SiteLike, site_context
 
-__all__ = ["CONFIG", "FleetLike", "SiteLike", "build", "context", "RULES_FILE", "RULE_TESTS_FILE"]
+__all__ = ["CONFIG", "FleetLike", "SiteLike", "build", "context", "RULES_FILE"]
 
 RULES_FILE = "gpufleet-rules.yaml"
-RULE_TESTS_FILE = "gpufleet-rules.test.yaml"
 
 
 def context(fleet: FleetLike, site: SiteLike | str, config: dict[str, Any] | None = None) -> SiteContext:
@@ -72,8 +71,5 @@ def build(fleet: FleetLike, site: SiteLike | str, config: dict[str, Any] | None 
         # Where the GPU operator runs (sites with GPUs): its ClusterPolicy
         # names this ConfigMap (k8s/gpu_operator.py).
         objects.append(dcgm.counters_configmap(ctx.cfg["targets"]["dcgm"]["namespace"]))
-    files = {
-        RULES_FILE: _dump(rule["spec"]),
-        RULE_TESTS_FILE: _dump(rule_tests.promtool_tests(ctx, RULES_FILE)),
-    }
+    files = {RULES_FILE: _dump(rule["spec"])}
     return [AddonBundle(name="monitoring", objects=objects, charts=[stack.chart(ctx)], files=files)]

@@ -2,7 +2,7 @@
 
 Every alert carries `severity` and the annotations `summary`, `description`
 and `runbook_url` (docs/runbooks/<alert>.md). The promtool unit tests for these
-rules are in :mod:`k8s.monitoring.rule_tests`.
+rules are in ``tests/monitoring/rule_tests.py``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from k8s.monitoring import build, context, rule_tests, rules
+from k8s.monitoring import build, context, rules
+
+from . import rule_tests
 
 from .conftest import REPO
 

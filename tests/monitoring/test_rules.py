@@ -12,7 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
-from k8s.monitoring import RULE_TESTS_FILE, RULES_FILE, build, context, dcgm, rule_tests, rules
+from k8s.monitoring import RULES_FILE, build, context, dcgm, rules
+
+from . import rule_tests
+
+RULE_TESTS_FILE = "gpufleet-rules.test.yaml"
 
 from .conftest import FLEET, REPO, SITES
 
@@ -49,7 +53,7 @@ def test_promtool_check_and_test_rules(tmp_path: Path, site: str) -> None:
     # The review copy in the bundle is the same rule groups.
     assert yaml.safe_load(bundle.files[RULES_FILE]) == rule["spec"]
     (tmp_path / RULES_FILE).write_text(yaml.safe_dump(rule["spec"], sort_keys=False))
-    (tmp_path / RULE_TESTS_FILE).write_text(bundle.files[RULE_TESTS_FILE])
+    (tmp_path / RULE_TESTS_FILE).write_text(yaml.safe_dump(rule_tests.promtool_tests(context(FLEET, site), RULES_FILE), sort_keys=False))
 
     check = _promtool("check", "rules", RULES_FILE, cwd=tmp_path)
     assert check.returncode == 0, check.stdout + check.stderr

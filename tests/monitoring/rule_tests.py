@@ -1,4 +1,4 @@
-"""promtool unit tests for the rules in :mod:`k8s.monitoring.rules`, as data.
+"""promtool unit tests for the rules in :mod:`k8s.monitoring.rules`, as data (test code, not product).
 
 Each :class:`AlertCase` describes input series and three kinds of evaluation
 times: ``healthy`` (the condition is false), ``pending`` (the condition is true
@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .context import SiteContext
-from .rules import _seconds, alerts, rule_groups
+from k8s.monitoring.context import SiteContext
+from k8s.monitoring.rules import _seconds, alerts, rule_groups
 
 
 @dataclass
