@@ -4,7 +4,8 @@ Environment:
   FEDLAB_RENDER  a render directory to run against (default: `gpufleet render`
                  of this checkout into the session's temporary folder), e.g. one
                  made from an older commit in a `git worktree`
-  FEDLAB_WORK    where the lab keeps its state and logs (default: a temporary folder)
+  FEDLAB_WORK    where the lab keeps its state and logs (default: .fedlab/run/<pid>;
+                 not under /tmp, which the controllers see as their private /tmp)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import build  # noqa: E402
-from fedlab import Federation  # noqa: E402
+from fedlab import Federation, new_run_dir  # noqa: E402
 
 _RESULTS: list[tuple[str, str, float]] = []
 
@@ -56,7 +57,7 @@ def federation(tmp_path_factory) -> Federation:
     if timings:
         print(f"fedlab: build {time.monotonic() - t:.0f} s", flush=True)
     render = Path(os.environ["FEDLAB_RENDER"]) if os.environ.get("FEDLAB_RENDER") else _render(tmp_path_factory.mktemp("render"))
-    work = Path(os.environ["FEDLAB_WORK"]) if os.environ.get("FEDLAB_WORK") else tmp_path_factory.mktemp("fedlab")
+    work = Path(os.environ["FEDLAB_WORK"]) if os.environ.get("FEDLAB_WORK") else new_run_dir()
     fed = Federation(render, work, echo=lambda m: print(m, flush=True))
     # SIGTERM (CI's stop, a `kill`) unwinds like Ctrl-C, so the teardown below runs.
     previous = signal.signal(signal.SIGTERM, _interrupt)

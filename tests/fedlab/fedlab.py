@@ -404,6 +404,48 @@ def _kustomize(kubectl: Path, directory: Path) -> list[dict[str, Any]]:
     return [d for d in load_yaml_all(out.stdout) if d]
 
 
+class SecretVolumes:
+    """What the kubelet does for a Secret volume, for the controllers' webhook certificates.
+
+    Each controller's cert rotator (open-policy-agent/cert-controller) writes the
+    certificates into a Secret and then waits until they appear in its CertDir,
+    where a pod would see them through the Secret volume the chart mounts. No
+    kubelet runs here, so this copies every key of the Secret into that folder.
+    """
+
+    def __init__(self):
+        import threading
+
+        self.mounts: list[tuple[SiteClient, str, str, Path]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="secret-volumes", daemon=True)
+
+    def add(self, client: SiteClient, namespace: str, name: str, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.mounts.append((client, namespace, name, directory))
+        if not self.thread.is_alive():
+            self.thread.start()
+
+    def _run(self) -> None:
+        import base64
+
+        while not self.stop.wait(1.0):
+            for client, ns, name, d in list(self.mounts):
+                try:
+                    status, body, _ = client.request("GET", f"/api/v1/namespaces/{ns}/secrets/{name}", timeout=5)
+                except OSError:
+                    continue
+                if status != 200:
+                    continue
+                for key, value in (body.get("data") or {}).items():
+                    data = base64.b64decode(value)
+                    f = d / key
+                    if not f.exists() or f.read_bytes() != data:
+                        tmp = d / f".{key}.tmp"
+                        tmp.write_bytes(data)
+                        tmp.rename(f)
+
+
 class Federation:
     """The whole lab; ``up()`` brings it up, ``down()`` stops every process it started."""
 
@@ -422,6 +464,7 @@ class Federation:
         self.timings: dict[str, float] = {}
         self.with_controllers = controllers
         self.bins = build.binaries()
+        self.volumes = SecretVolumes()
 
     # -------------------------------------------------------------- lifecycle
 
@@ -437,6 +480,7 @@ class Federation:
         self.down()
 
     def down(self) -> None:
+        self.volumes.stop.set()
         self.procs.stop()
 
     def _step(self, name: str, fn: Callable[[], Any]) -> Any:
@@ -452,6 +496,8 @@ class Federation:
         missing = [b for b, p in self.bins.items() if not p.is_file()]
         if missing:
             raise LabError(f"binaries not built: {', '.join(missing)} (run tests/fedlab/build.py)")
+        if self.work == Path("/tmp") or Path("/tmp") in self.work.parents:
+            raise LabError(f"{self.work}: the lab's folder must not be under /tmp (the controllers get a private /tmp)")
         self.work.mkdir(parents=True, exist_ok=True)
         ProcessGroup.reap_stale(self.work / "pids", str(self.work))
         t0 = time.monotonic()
@@ -482,6 +528,11 @@ class Federation:
         return [f"{p.name} (pid {p.pid}) exited {p.popen.returncode}; log {p.log}:\n{p.tail()}" for p in self.procs.procs if not p.alive()]
 
     # -------------------------------------------------------------- control planes
+
+    def _mount_webhook_secret(self, site: Site, comp: str, namespace: str, secret: str) -> None:
+        """The Secret volume the chart mounts at /tmp/k8s-webhook-server/serving-certs (controller-runtime's
+        default CertDir, which Kueue, JobSet and Trainer use), inside the controller's private /tmp."""
+        self.volumes.add(site.client, namespace, secret, site.dir / "tmp" / comp / "k8s-webhook-server" / "serving-certs")
 
     def _start(self, site: Site, name: str, argv: list[str], env: dict[str, str] | None = None, private_tmp: bool = False) -> Proc:
         p = self.procs.start(f"{site.name}/{name}", argv, site.dir / "logs" / f"{name}.log", env,
@@ -605,7 +656,9 @@ class Federation:
         docs = self._upstream_docs()
         for comp, objs in docs.items():
             port = site.webhook_ports.setdefault(comp, free_port())
-            keep = sorted((o for o in objs if o["kind"] in ("Namespace", "CustomResourceDefinition")), key=lambda o: o["kind"] != "Namespace")
+            # The Secret the controller's cert rotator fills (internalcert component).
+            keep = sorted((o for o in objs if o["kind"] in ("Namespace", "CustomResourceDefinition", "Secret")),
+                          key=lambda o: (o["kind"] != "Namespace", o["kind"] == "Secret"))
             hooks = [o for o in objs if o["kind"] in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")]
             services: set[tuple[str, str]] = set()
             for o in keep + hooks:
@@ -624,8 +677,12 @@ class Federation:
                     svc["port"] = port
                     services.add((svc["namespace"], svc["name"]))
                 self._must_apply(site, f"{comp} (upstream)", o)
-            for ns in sorted({ns for ns, _ in services}):
+            for ns in sorted({ns for ns, _ in services} | ({"kubeflow-system"} if comp == "trainer" else set())):
                 self._must_apply(site, f"{comp} (lab)", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+            if comp == "trainer":
+                # What the Trainer overlay's secretGenerator creates (manifests/overlays/manager).
+                self._must_apply(site, "trainer (upstream overlay)", {"apiVersion": "v1", "kind": "Secret",
+                                 "metadata": {"name": "kubeflow-trainer-webhook-cert", "namespace": "kubeflow-system"}})
             for ns, name in sorted(services):
                 self._must_apply(site, f"{comp} (lab)", {"apiVersion": "v1", "kind": "Service",
                                  "metadata": {"name": name, "namespace": ns},
@@ -719,6 +776,8 @@ class Federation:
         cfg.setdefault("health", {})["healthProbeBindAddress"] = f"127.0.0.1:{site.ports['kueue-health']}"
         cfg.setdefault("metrics", {})["bindAddress"] = f"127.0.0.1:{site.ports['kueue-metrics']}"
         cfg.setdefault("webhook", {}).update({"port": site.webhook_ports["kueue"], "host": "127.0.0.1"})
+        # In a pod the leader-election namespace is the service account's; out of a cluster it must be named.
+        cfg.setdefault("leaderElection", {}).setdefault("resourceNamespace", cfg.get("namespace", KUEUE_NS))
         return cfg
 
     def _start_kueue(self, site: Site) -> None:
@@ -726,6 +785,8 @@ class Federation:
         f = site.dir / "kueue-config.yaml"
         f.write_text(yaml.safe_dump(cfg, sort_keys=False))
         site.ports["kueue-health"] = int(cfg["health"]["healthProbeBindAddress"].rsplit(":", 1)[1])
+        icm = cfg.get("internalCertManagement") or {}
+        self._mount_webhook_secret(site, "kueue", cfg.get("namespace", KUEUE_NS), icm.get("webhookSecretName", "kueue-webhook-server-cert"))
         self._start(site, "kueue", [
             str(self.bins["kueue"]), f"--config={f}", f"--kubeconfig={site.kubeconfig}",
             # The visibility API server reads fixed paths (/visibility, pkg/visibility/server.go certDir).
@@ -737,8 +798,11 @@ class Federation:
         for k in ("jobset-health", "jobset-metrics"):
             site.ports[k] = free_port()
         src.setdefault("webhook", {}).update({"port": site.webhook_ports["jobset"], "host": "127.0.0.1"})
+        src.setdefault("leaderElection", {})["resourceNamespace"] = "jobset-system"
         f = site.dir / "jobset-config.yaml"
         f.write_text(yaml.safe_dump(src, sort_keys=False))
+        self._mount_webhook_secret(site, "jobset", "jobset-system",
+                                   (src.get("internalCertManagement") or {}).get("webhookSecretName", "jobset-webhook-server-cert"))
         self._start(site, "jobset", [
             str(self.bins["jobset"]), f"--config={f}", f"--kubeconfig={site.kubeconfig}",
             f"--metrics-bind-address=127.0.0.1:{site.ports['jobset-metrics']}",
@@ -753,8 +817,10 @@ class Federation:
         src["metrics"]["bindAddress"] = f"127.0.0.1:{site.ports['trainer-metrics']}"
         src["webhook"].update({"port": site.webhook_ports["trainer"], "host": "127.0.0.1"})
         src.setdefault("statusServer", {})["port"] = site.ports["trainer-status"]
+        src["leaderElection"]["resourceNamespace"] = "kubeflow-system"
         f = site.dir / "trainer-config.yaml"
         f.write_text(yaml.safe_dump(src, sort_keys=False))
+        self._mount_webhook_secret(site, "trainer", "kubeflow-system", src["certManagement"]["webhookSecretName"])
         self._start(site, "trainer", [
             str(self.bins["trainer-controller-manager"]), f"--config={f}", f"--kubeconfig={site.kubeconfig}",
         ], private_tmp=True)
@@ -870,6 +936,27 @@ class Federation:
         return out
 
 
+RUNS = ROOT / ".fedlab" / "run"
+
+
+def new_run_dir() -> Path:
+    """A folder for this process's federation under .fedlab/run/<pid>; the folders of
+    runs whose process is gone are cleaned up first (their leftover processes stopped)."""
+    RUNS.mkdir(parents=True, exist_ok=True)
+    for d in RUNS.iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        if Path(f"/proc/{d.name}").exists():
+            continue  # another lab is running from this checkout
+        ProcessGroup.reap_stale(d / "pids", str(d))
+        import shutil
+
+        shutil.rmtree(d, ignore_errors=True)
+    d = RUNS / str(os.getpid())
+    d.mkdir(exist_ok=True)
+    return d
+
+
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=3) as r:
@@ -895,10 +982,10 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--render", type=Path, required=True)
-    ap.add_argument("--work", type=Path, default=ROOT / ".fedlab" / "run")
+    ap.add_argument("--work", type=Path, help="the lab's folder (default .fedlab/run/<pid>)")
     args = ap.parse_args(argv)
     build.ensure()
-    with Federation(args.render, args.work) as fed:
+    with Federation(args.render, args.work or new_run_dir()) as fed:
         for f in fed.findings:
             print(f"finding: {f}")
         for s in fed.sites.values():
