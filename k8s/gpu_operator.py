@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from gpufleet import mig
+from gpufleet import facts, mig
 from gpufleet.catalog import ACCELERATORS
 from gpufleet.model import Fleet, Site
 from k8s import versions
@@ -42,7 +42,7 @@ RELEASE = "gpu-operator"
 MIG_CONFIG_NAME = "gpufleet-mig-parted-config"
 DEVICE_PLUGIN_CONFIG_NAME = "gpufleet-device-plugin-config"
 DEVICE_PLUGIN_DEFAULT = "default"
-DEVICE_PLUGIN_LABEL = "nvidia.com/device-plugin.config"
+DEVICE_PLUGIN_LABEL = facts.LABEL_DEVICE_PLUGIN_CONFIG
 
 
 class GpuOperatorError(ValueError):
@@ -80,22 +80,11 @@ def mig_parted_config(site: Site) -> dict[str, Any]:
     return {"version": "v1", "mig-configs": merged}
 
 
-def time_slicing_configs(fleet: Fleet, site: Site) -> dict[str, int]:
-    """Device-plugin configuration name -> replicas per GPU, per accelerator
-    that a model served at ``site`` asks to time-slice (the largest ask wins)."""
-    want: dict[str, int] = {}
-    for model in fleet.models:
-        if site.name not in model.sites or not model.time_slicing or model.placement.mig_profile:
-            continue
-        acc = model.placement.accelerator
-        want[acc] = max(want.get(acc, 0), model.time_slicing)
-    return {f"{acc}-time-sliced": replicas for acc, replicas in sorted(want.items())}
-
-
-def device_plugin_node_labels(fleet: Fleet, site: Site) -> dict[str, dict[str, str]]:
-    """Accelerator -> the node label that selects its time-slicing configuration,
-    for the node pools or servers of that accelerator at ``site``."""
-    return {name.removesuffix("-time-sliced"): {DEVICE_PLUGIN_LABEL: name} for name in time_slicing_configs(fleet, site)}
+# The time-slicing configurations and the node labels that select them are
+# derived once, in the model (gpufleet/facts.py): the roles label data-centre
+# servers and cloud/ labels node pools from the same function.
+time_slicing_configs = facts.time_slicing_configs
+device_plugin_node_labels = facts.device_plugin_node_labels
 
 
 def device_plugin_config(fleet: Fleet, site: Site) -> dict[str, str]:

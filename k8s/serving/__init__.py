@@ -82,9 +82,9 @@ def build(fleet: Fleet, site: Site | str, config: dict[str, Any] | None = None) 
     models = models_at(fleet, s)
     if not models:
         return []
-    from k8s import gpu_operator
+    from gpufleet import facts
 
-    cfg["_time_slicing_labels"] = gpu_operator.device_plugin_node_labels(fleet, s)
+    cfg["_time_slicing_labels"] = facts.device_plugin_node_labels(fleet, s)
     vllm_objs = namespaces(fleet, s, models, cfg)
     for m in models:
         vllm_objs += build_model(s, m, cfg, where=f"models[{fleet.models.index(m)}]")
