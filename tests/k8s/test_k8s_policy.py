@@ -202,3 +202,29 @@ def test_every_add_ons_workloads_in_data_class_namespaces_pass_the_policy(bundle
                 checked += 1
     if not checked:
         pytest.skip("no add-on renders workloads in a data-class namespace")
+
+
+def test_regulated_namespaces_reach_only_dns_themselves_and_the_object_store(fleet, bundles):
+    """Every egress rule that applies in a regulated namespace, team or serving, at every site."""
+    dns = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+    checked = set()
+    for site, by_name in bundles.items():
+        namespaces = [o for o in objects_of(by_name, "Namespace") if "gpufleet.io/data-class" in o["metadata"]["labels"]]
+        for ns in (n["metadata"]["name"] for n in namespaces):
+            pols = [p["spec"] for p in objects_of(by_name, "NetworkPolicy") if p["metadata"]["namespace"] == ns and "Egress" in p["spec"]["policyTypes"]]
+            assert any(p["podSelector"] == {} and not p.get("egress") for p in pols), f"{site}/{ns}: no default-deny egress"
+            for p in pols:
+                assert p["podSelector"] == {}, f"{site}/{ns}: an egress rule for some pods only"
+                for rule in p.get("egress", []):
+                    assert rule.get("to"), f"{site}/{ns}: an egress rule to anywhere: {rule}"
+                    for peer in rule["to"]:
+                        if peer == dns:
+                            assert {(x["protocol"], x["port"]) for x in rule["ports"]} == {("UDP", 53), ("TCP", 53)}
+                        elif peer == {"podSelector": {}}:
+                            pass  # the namespace's own pods
+                        else:
+                            assert rule == policy.object_store_egress(fleet.site(site)), f"{site}/{ns}: egress to {peer}, neither DNS, its own pods nor the object store"
+                            assert "0.0.0.0/0" not in str(peer)
+            checked.add(ns)
+    assert {"team-clinical", "llm-serving-regulated"} <= checked
+
