@@ -200,3 +200,22 @@ def test_a_broken_server_is_rejected_for_the_reason_the_tools_give(
     assert report and report["status"] == "failed", report
     assert says in report["failures"], report["failures"]
     assert "acceptance FAILED on fra-hgx-01" in out and "left unjoined" in out, out[-3000:]
+
+
+def test_the_mig_role_writes_the_model_s_configuration(tmp_path: Path) -> None:
+    """On a MIG-capable GPU server (check mode, --diff) the mig role writes
+    exactly the mig-parted configuration render derived, under the model's name."""
+    import yaml as _yaml
+
+    inv = rendered_inventory(tmp_path / "rendered")
+    derived = _yaml.safe_load((inv / "gpufleet-derived.yml").read_text())["all"]["hosts"]["fra-hgx-04"]
+    book = _play(tmp_path, "mig", {"mig_config_dir": str(tmp_path / "mig"), "mig_parted_package_sha256": "0" * 64}, host="fra-hgx-04")
+    r = _run(book, inv, tmp_path, "--check", "--diff")
+    out = r.stdout + r.stderr
+    assert "Write the fleet model's mig-parted config" in out, out[-3000:]
+    written = out[out.index("Write the fleet model's mig-parted config"):]
+    written = written[:written.index("TASK [", 10)]
+    assert "changed: [fra-hgx-04]" in written, written
+    body = "\n".join(line[1:] for line in written.splitlines() if line.startswith("+") and not line.startswith("+++"))
+    assert _yaml.safe_load(body) == derived["gpufleet_mig_parted_config"], body
+    assert derived["gpufleet_mig_config_name"] in _yaml.safe_load(body)["mig-configs"]
