@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,12 @@ def run_deploy(bundles, provider_name: str = "k8s-site", call=None, **kwargs) ->
     ``call(provider)``, when given, declares the resources instead (and returns them)."""
     from k8s.deploy import deploy_bundles
 
+    # Pulumi's test runtime runs on the thread's event loop; a test that ran
+    # asyncio.Runner before (the gateway tests do) leaves none set.
+    try:
+        asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
     run = DeployRun()
     pulumi.runtime.set_mocks(_Mocks(run), preview=False)
     deps: dict[str, list[str]] = {}

@@ -216,6 +216,7 @@ class Gateway:
 
     def __init__(self, bundle, secrets: dict[tuple[str, str, str], str], addresses: dict[str, Any], log_dir: Path,
                  offline: Blackhole | None = None, startup_timeout: float = 300) -> None:
+        self.proc: Proc | None = None
         pod = container(bundle, "llm-gateway")
         self.pod = pod
         [c] = pod["containers"]
@@ -294,10 +295,15 @@ class Gateway:
         # The image's ENTRYPOINT (docker/prod_entrypoint.sh) is `exec litellm "$@"`.
         argv = [str(BIN / "litellm"), *args, "--host", "127.0.0.1"]
         self.proc = Proc("litellm", argv, log_dir, env=env, cwd=self.root)
-        wait_for(lambda: http_ok(self.port, "/health/liveliness"), startup_timeout, "litellm proxy", self.proc, interval=0.5)
+        try:
+            wait_for(lambda: http_ok(self.port, "/health/liveliness"), startup_timeout, "litellm proxy", self.proc, interval=0.5)
+        except BaseException:
+            self.stop()  # nothing of a failed start stays behind
+            raise
 
     def stop(self) -> None:
-        self.proc.stop(timeout=30)
+        if self.proc is not None:
+            self.proc.stop(timeout=30)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
