@@ -1,9 +1,28 @@
 """Kubeflow Trainer v2 at every site: the chart and the ``torch-distributed`` runtime.
 
 One ClusterTrainingRuntime, ``torch-distributed``, exists at every site under
-the same name, each carrying that site's NCCL settings. A TrainJob names the
-runtime only; wherever MultiKueue dispatches it, the worker's own runtime
-supplies the fabric settings:
+the same name and with the same pod template. A TrainJob names the runtime
+only; wherever MultiKueue dispatches it, the site supplies its fabric settings
+*outside* the template:
+
+* The NCCL and libfabric variables come from the ConfigMap ``gpufleet-fabric``
+  in each training namespace (the container's ``envFrom``), whose content is
+  the site's own.
+* At a site whose GPU pools have EFA, a LimitRange ``gpufleet-efa`` in each
+  training namespace gives every container the EFA interfaces of its nodes
+  (``vpc.amazonaws.com/efa`` request and limit) unless it asks for them itself.
+  So at such a site every container of a training namespace requests EFA;
+  run non-GPU work elsewhere.
+
+Why not per-site templates: the hub computes a TrainJob's pod sets from *its*
+runtime, and the worker's Kueue finishes a dispatched workload as out of sync
+("The prebuilt workload is out of sync with its user job") when the pod sets
+it computes from *its* runtime differ in the containers
+(``ensurePrebuiltWorkloadInSync``, ``EquivalentToWorkload``,
+pkg/controller/jobframework/reconciler.go; ``comparePodTemplate``,
+pkg/util/equality/podset.go, at Kueue 0.19.2). The federation lab showed it:
+every dispatched TrainJob bounced between "admitted" and "re-dispatch".
+The fabric settings per site:
 
 * EFA (AWS): libfabric's EFA provider with GPUDirect RDMA
   (``FI_PROVIDER=efa``, ``FI_EFA_USE_DEVICE_RDMA=1``), and each node requests
@@ -98,19 +117,46 @@ def nccl_env(site: Site) -> list[dict[str, str]]:
     return [{"name": k, "value": v} for k, v in env.items()]
 
 
+# ------------------------------------------------ federation: one template, site settings beside it
+
+FABRIC_CONFIG = "gpufleet-fabric"  # ConfigMap with the site's NCCL/libfabric variables
+EFA_LIMIT_RANGE = "gpufleet-efa"
+
+
+def training_namespaces(fleet: Fleet) -> list[str]:
+    return sorted({t.namespace for t in fleet.teams if t.queues})
+
+
+def fabric_config(fleet: Fleet, site: Site) -> list[dict[str, Any]]:
+    """The site's fabric variables, in every training namespace (the runtime's ``envFrom``)."""
+    data = {e["name"]: e["value"] for e in nccl_env(site)}
+    labels = {"app.kubernetes.io/part-of": "gpufleet", "gpufleet.io/site": site.name, "gpufleet.io/fabric": site.fabric}
+    return [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": FABRIC_CONFIG, "namespace": ns, "labels": labels}, "data": data}
+            for ns in training_namespaces(fleet)]
+
+
+def efa_limit_ranges(fleet: Fleet, site: Site) -> list[dict[str, Any]]:
+    """At an EFA site, every training container gets the nodes' EFA interfaces by default."""
+    efa = efa_interfaces(site) if site.fabric == "efa" else 0
+    if not efa:
+        return []
+    limit = {"type": "Container", "default": {EFA_RESOURCE: str(efa)}, "defaultRequest": {EFA_RESOURCE: str(efa)}}
+    return [{"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": EFA_LIMIT_RANGE, "namespace": ns, "labels": {"app.kubernetes.io/part-of": "gpufleet"}},
+             "spec": {"limits": [limit]}} for ns in training_namespaces(fleet)]
+
+
 def runtime(site: Site) -> dict[str, Any]:
-    """The site's ``torch-distributed`` ClusterTrainingRuntime (torchrun)."""
+    """The ``torch-distributed`` ClusterTrainingRuntime (torchrun); the same template at
+    every site (only its labels name the site)."""
     container: dict[str, Any] = {
         "name": "node",
         "image": versions.PYTORCH_IMAGE,
         # HOME in the writable /tmp: torch, triton and Hugging Face keep their caches under it.
-        "env": [*nccl_env(site), {"name": "HOME", "value": "/tmp"}],
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "envFrom": [{"configMapRef": {"name": FABRIC_CONFIG}}],
         "securityContext": security_context(),
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}],
     }
-    efa = efa_interfaces(site) if site.fabric == "efa" else 0
-    if efa:
-        container["resources"] = {"requests": {EFA_RESOURCE: str(efa)}, "limits": {EFA_RESOURCE: str(efa)}}
     pod_spec = {
         # torchrun's rendezvous and NCCL need no Kubernetes API.
         "automountServiceAccountToken": False,
@@ -161,4 +207,5 @@ def chart() -> Chart:
 
 
 def build(fleet: Fleet, site: Site) -> AddonBundle:
-    return AddonBundle("trainer", objects=[runtime(site)], charts=[chart()])
+    objs = [runtime(site), *fabric_config(fleet, site), *efa_limit_ranges(fleet, site)]
+    return AddonBundle("trainer", objects=objs, charts=[chart()])

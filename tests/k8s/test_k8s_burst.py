@@ -82,9 +82,23 @@ def test_efa_image_is_the_regions_eks_registry_at_the_pinned_version(bundles, fl
     assert efa.image("af-south-1").startswith("877085696533.dkr.ecr.af-south-1.")
 
 
-def test_the_runtime_asks_for_efa_only_where_the_plugin_serves_it(bundles, fleet):
+def test_training_pods_ask_for_efa_only_where_the_plugin_serves_it(bundles, fleet):
+    """The EFA request comes from a LimitRange in the training namespaces, at the
+    sites whose pools have EFA (the runtime's template is the same everywhere)."""
+    for site in fleet.sites:
+        ranges = [o for o in bundles[site.name]["trainer"].objects if o["kind"] == "LimitRange"]
+        asks = any(trainer.EFA_RESOURCE in lim.get("defaultRequest", {}) for r in ranges for lim in r["spec"]["limits"])
+        assert asks == ("efa" in bundles[site.name]), site.name
+
+
+def test_the_training_runtime_is_the_same_at_every_site(bundles, fleet):
+    """The hub computes a TrainJob's pod sets from its runtime, the worker from its
+    own, and Kueue finishes the dispatched workload as out of sync when their
+    containers differ (EquivalentToWorkload, comparePodTemplate): so the template
+    is one, and the site's settings live in the ConfigMap and LimitRange beside it."""
+    specs = {}
     for site in fleet.sites:
         rt = next(o for o in bundles[site.name]["trainer"].objects if o["kind"] == "ClusterTrainingRuntime")
-        pod = rt["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
-        asks = any(trainer.EFA_RESOURCE in (c.get("resources") or {}).get("requests", {}) for c in pod["containers"])
-        assert asks == ("efa" in bundles[site.name]), site.name
+        specs[site.name] = rt["spec"]
+    first = next(iter(specs.values()))
+    assert all(spec == first for spec in specs.values()), {k: v == first for k, v in specs.items()}

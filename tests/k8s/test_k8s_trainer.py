@@ -31,6 +31,13 @@ def _env(container):
     return {e["name"]: e["value"] for e in container["env"]}
 
 
+def _fabric(bundles, site, namespace="team-research"):
+    """The site's fabric variables: the ConfigMap the runtime's envFrom names."""
+    (ref,) = _node_container(_runtime(bundles, site))["envFrom"]
+    cm = next(o for o in objects_of(bundles[site], "ConfigMap") if o["metadata"]["name"] == ref["configMapRef"]["name"] and o["metadata"]["namespace"] == namespace)
+    return cm["data"]
+
+
 def test_every_site_has_the_runtime_under_the_same_name(bundles):
     for site in bundles:
         runtime = _runtime(bundles, site)
@@ -39,17 +46,19 @@ def test_every_site_has_the_runtime_under_the_same_name(bundles):
 
 
 def test_efa_site_runtime_uses_libfabric_efa_and_requests_the_interfaces(bundles, fleet):
-    container = _node_container(_runtime(bundles, "aws-euc1"))
-    env = _env(container)
+    env = _fabric(bundles, "aws-euc1")
     assert env["FI_PROVIDER"] == "efa" and env["FI_EFA_USE_DEVICE_RDMA"] == "1"
     assert env["NCCL_SOCKET_IFNAME"] == "eth0"
     pool = next(p for p in fleet.site("aws-euc1").node_pools if p.efa)
-    assert container["resources"]["limits"]["vpc.amazonaws.com/efa"] == str(pool.efa_interfaces) == "32"
+    (lr,) = [o for o in objects_of(bundles["aws-euc1"], "LimitRange") if o["metadata"]["namespace"] == "team-research"]
+    (limit,) = lr["spec"]["limits"]
+    assert limit["type"] == "Container"
+    assert limit["default"]["vpc.amazonaws.com/efa"] == limit["defaultRequest"]["vpc.amazonaws.com/efa"] == str(pool.efa_interfaces) == "32"
     assert "NCCL_IB_HCA" not in env
 
 
 def test_infiniband_site_runtime_lists_the_servers_hcas(bundles, fleet):
-    env = _env(_node_container(_runtime(bundles, "dc-fra")))
+    env = _fabric(bundles, "dc-fra")
     hgx = next(s for s in fleet.site("dc-fra").servers if s.spec.server_class == "hgx-h100-8")
     assert env["NCCL_IB_HCA"].split(",") == hgx.spec.fabric_hcas
     assert env["NCCL_IB_DISABLE"] == "0"
@@ -70,7 +79,7 @@ def test_roce_adds_the_gid_index(fleet_variant):
 
 
 def test_the_cpu_only_hub_runtime_disables_infiniband(bundles, fleet):
-    env = _env(_node_container(_runtime(bundles, fleet.hub)))
+    env = _fabric(bundles, fleet.hub)
     assert env["NCCL_IB_DISABLE"] == "1"
 
 
