@@ -361,6 +361,7 @@ class Site:
     procs: dict[str, Proc] = field(default_factory=dict)
     releases: list[dict[str, Any]] = field(default_factory=list)
     webhook_ports: dict[str, int] = field(default_factory=dict)
+    autoscaler_argv: list[str] = field(default_factory=list)
 
     @property
     def server(self) -> str:
@@ -402,6 +403,116 @@ def _kustomize(kubectl: Path, directory: Path) -> list[dict[str, Any]]:
     if out.returncode != 0:
         raise LabError(f"kubectl kustomize {directory}: {out.stderr.strip()}")
     return [d for d in load_yaml_all(out.stdout) if d]
+
+
+def kwok_stages(kubectl: Path) -> list[dict[str, Any]]:
+    """KWOK's "fast" node and pod stages, with the ``pod-complete`` stage of its
+    "general" set (kustomize/stage/pod/general/pod-complete.yaml): a Job's pod
+    completes after ``pod-complete.stage.kwok.x-k8s.io/delay`` (default 1 s plus
+    up to 5 s), so a training pod can keep its GPUs for as long as a scenario
+    needs. Its jitter (``.../jitter-delay``) must be at least the delay:
+    KWOK takes the jitter alone when it is the smaller one
+    (pkg/utils/lifecycle/lifecycle.go, ``Stage.Delay``)."""
+    stage = mod_dir("kwok") / "kustomize" / "stage"
+    general = {d["metadata"]["name"]: d for d in _kustomize(kubectl, stage / "pod" / "general")}
+    docs = _kustomize(kubectl, stage / "fast")
+    out = [general["pod-complete"] if d["metadata"]["name"] == "pod-complete" else d for d in docs]
+    if not any(d["metadata"]["name"] == "pod-complete" for d in docs):
+        raise LabError("kwok fast stages: no pod-complete stage to replace")
+    return out
+
+
+class EfaRegistration:
+    """The EFA device plugin's registration with the kubelet, for the lab's AWS nodes.
+
+    On EKS a node of an EFA pool advertises ``vpc.amazonaws.com/efa`` only once
+    the EFA device plugin runs on it and registers the interfaces with the
+    kubelet. There is no kubelet here, so this does that part: a node of an EFA
+    pool (nodes.py registers them without the resource; cluster-autoscaler's
+    kwok provider creates them from a template that has it) gets the resource
+    in ``status.capacity``/``allocatable`` while a Running pod of the rendered
+    DaemonSet ``kube-system/aws-efa-k8s-device-plugin`` is bound to it, and
+    loses it otherwise. Nodes are watched, so a node cluster-autoscaler adds
+    loses the resource before the node is Ready and untainted.
+    """
+
+    def __init__(self, client: SiteClient, interfaces: dict[str, int], echo: Callable[[str], None]):
+        import threading
+
+        from k8s.efa import NAME, NAMESPACE
+
+        self.client, self.interfaces, self.echo = client, interfaces, echo
+        self.plugin, self.namespace = NAME, NAMESPACE
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._watch_nodes, name="efa-nodes", daemon=True),
+                        threading.Thread(target=self._poll, name="efa-pods", daemon=True)]
+        self.changes: list[tuple[float, str, str]] = []  # (time, node, "added"/"removed")
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def _plugin_nodes(self) -> set[str]:
+        status, body, _ = self.client.request("GET", f"/api/v1/namespaces/{self.namespace}/pods", timeout=10)
+        if status != 200:
+            return set()
+        out = set()
+        for p in body.get("items", []):
+            owners = p["metadata"].get("ownerReferences") or []
+            if any(o.get("kind") == "DaemonSet" and o.get("name") == self.plugin for o in owners) \
+                    and p.get("status", {}).get("phase") == "Running" and p["spec"].get("nodeName"):
+                out.add(p["spec"]["nodeName"])
+        return out
+
+    def reconcile(self, node: dict[str, Any], plugin_nodes: set[str]) -> None:
+        pool = node["metadata"].get("labels", {}).get("gpufleet.io/pool")
+        count = self.interfaces.get(pool or "")
+        if not count:
+            return
+        name = node["metadata"]["name"]
+        st = node.get("status") or {}
+        have = (st.get("allocatable") or {}).get(lab_nodes.EFA_RESOURCE), (st.get("capacity") or {}).get(lab_nodes.EFA_RESOURCE)
+        want = str(count) if name in plugin_nodes else None
+        if have == (want, want):
+            return
+        patch = {"status": {"capacity": {lab_nodes.EFA_RESOURCE: want}, "allocatable": {lab_nodes.EFA_RESOURCE: want}}}
+        status, body, _ = self.client.request("PATCH", f"/api/v1/nodes/{name}/status", patch, "application/merge-patch+json", timeout=10)
+        if status == 200:
+            self.changes.append((time.time(), name, "added" if want else "removed"))
+            if os.environ.get("FEDLAB_DEBUG"):
+                self.echo(f"fedlab: EFA on {name}: {'added' if want else 'removed'}")
+
+    def _watch_nodes(self) -> None:
+        while not self.stop.is_set():
+            try:
+                status, body, _ = self.client.request("GET", "/api/v1/nodes", timeout=10)
+                if status != 200:
+                    raise OSError(status)
+                plugin = self._plugin_nodes()
+                for n in body["items"]:
+                    self.reconcile(n, plugin)
+                rv = body["metadata"]["resourceVersion"]
+                req = urllib.request.Request(f"{self.client.server}/api/v1/nodes?watch=1&resourceVersion={rv}&timeoutSeconds=60",
+                                             headers={"Accept": "application/json"})
+                with urllib.request.urlopen(req, context=self.client.ctx, timeout=90) as r:
+                    for line in r:
+                        if self.stop.is_set():
+                            return
+                        ev = json.loads(line)
+                        if ev.get("type") in ("ADDED", "MODIFIED"):
+                            self.reconcile(ev["object"], self._plugin_nodes())
+            except (OSError, ValueError, KeyError):
+                self.stop.wait(1.0)
+
+    def _poll(self) -> None:
+        while not self.stop.wait(1.0):
+            try:
+                plugin = self._plugin_nodes()
+                status, body, _ = self.client.request("GET", "/api/v1/nodes", timeout=10)
+                for n in body.get("items", []) if status == 200 else []:
+                    self.reconcile(n, plugin)
+            except (OSError, ValueError, KeyError):
+                continue
 
 
 class SecretVolumes:
@@ -465,6 +576,7 @@ class Federation:
         self.with_controllers = controllers
         self.bins = build.binaries()
         self.volumes = SecretVolumes()
+        self.efa: dict[str, EfaRegistration] = {}
 
     # -------------------------------------------------------------- lifecycle
 
@@ -481,6 +593,8 @@ class Federation:
 
     def down(self) -> None:
         self.volumes.stop.set()
+        for e in self.efa.values():
+            e.stop.set()
         self.procs.stop()
 
     def _step(self, name: str, fn: Callable[[], Any]) -> Any:
@@ -511,6 +625,7 @@ class Federation:
         self._step("control planes", self._control_planes)
         self._step("upstream CRDs and webhooks", self._upstream_manifests)
         self._step("nodes", self._nodes)
+        self._efa_registration()
         if self.with_controllers:
             self._step("controllers", self._controllers)
         self._step("render applied", self._apply_render)
@@ -592,8 +707,7 @@ class Federation:
             ])
             stages = site.dir / "kwok-stages.yaml"
             if not stages.exists():
-                docs = _kustomize(b["kubectl"], mod_dir("kwok") / "kustomize" / "stage" / "fast")
-                stages.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+                stages.write_text(yaml.safe_dump_all(kwok_stages(b["kubectl"]), sort_keys=False))
             self._start(site, "kwok", [
                 str(b["kwok"]), f"--kubeconfig={kc}", f"--config={stages}",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
@@ -736,6 +850,13 @@ class Federation:
             return len(ok) >= n
         wait_for(f"{site.name}: {want} KWOK nodes Ready", ready, 60, log=site.procs["kwok"].log)
 
+    def _efa_registration(self) -> None:
+        for site in self.sites.values():
+            interfaces = lab_nodes.efa_interfaces(self.fleet, self.fleet.site(site.name))
+            if interfaces:
+                self.efa[site.name] = EfaRegistration(site.client, interfaces, self.echo)
+                self.efa[site.name].start()
+
     # -------------------------------------------------------------- controllers
 
     def _controllers(self) -> None:
@@ -866,10 +987,48 @@ class Federation:
 
     # -------------------------------------------------------------- cluster-autoscaler
 
+    # Flags of the rendered container that name AWS or the pod's environment; each
+    # replaced (or, for auto-discovery, dropped: the kwok provider reads its node
+    # groups from its ConfigMap) by the lab's value. Everything else is kept.
+    CA_LAB_FLAGS = {"cloud-provider", "node-group-auto-discovery", "address", "kubeconfig", "namespace",
+                    "leader-elect", "scan-interval"}
+
+    def rendered(self, site: Site, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """The object of the render of ``site`` (any file), or None."""
+        for d in self._render_docs(site):
+            md = d.get("metadata") or {}
+            if d.get("kind") == kind and md.get("name") == name and md.get("namespace") == namespace:
+                return d
+        return None
+
+    def token_kubeconfig(self, site: Site, namespace: str, account: str, path: Path, seconds: int = 4 * 3600) -> Path:
+        """A kubeconfig with a token of ``namespace/account`` (TokenRequest API), CA embedded."""
+        import base64
+
+        wait_for(f"{site.name}: ServiceAccount {namespace}/{account}", lambda: site.client.get("v1", "ServiceAccount", account, namespace), 30)
+        status, body, _ = site.client.request(
+            "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": seconds}})
+        if status != 201:
+            raise LabError(f"{site.name}: token for {namespace}/{account}: {status} {body.get('message')}")
+        cfg = {
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "lab", "cluster": {"server": site.server,
+                                                     "certificate-authority-data": base64.b64encode(site.pki.ca_file.read_bytes()).decode()}}],
+            "users": [{"name": account, "user": {"token": body["status"]["token"]}}],
+            "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": account}}],
+            "current-context": "lab",
+        }
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        path.chmod(0o600)
+        return path
+
     def _autoscalers(self) -> None:
         for site in self.sites.values():
-            if site.is_aws:
+            if site.is_aws and self.rendered(site, "Deployment", "kube-system", "cluster-autoscaler"):
                 self._start_autoscaler(site)
+            elif site.is_aws:
+                self.echo(f"fedlab: {site.name}: the render has no cluster-autoscaler Deployment: none started")
         for site in self.sites.values():
             if "cluster-autoscaler" in site.procs:
                 port = site.ports["ca"]
@@ -877,8 +1036,17 @@ class Federation:
                          120, log=site.procs["cluster-autoscaler"].log)
 
     def _start_autoscaler(self, site: Site) -> None:
+        """cluster-autoscaler as the rendered Deployment runs it: the flags of its
+        container (CA_LAB_FLAGS replaced), the API access of its ServiceAccount (a
+        token, so the rendered RBAC is what it works with). The kwok cloud provider
+        stands in for the AWS API: it creates the nodes with the admin kubeconfig
+        (it reads $KUBECONFIG, cloudprovider/kwok/kwok_provider.go ``BuildKwok``)
+        from one template node per pool (nodes.py), in ConfigMaps of its own."""
         s = self.fleet.site(site.name)
-        ns = "kube-system"
+        dep = self.rendered(site, "Deployment", "kube-system", "cluster-autoscaler")
+        ns = dep["metadata"]["namespace"]
+        pod = dep["spec"]["template"]["spec"]
+        (container,) = [c for c in pod["containers"] if c["name"] == "cluster-autoscaler"] or pod["containers"][:1]
         templates = {"apiVersion": "v1", "kind": "List", "items": lab_nodes.aws_templates(self.fleet, s)}
         provider = {
             "apiVersion": "v1alpha1",
@@ -892,18 +1060,19 @@ class Federation:
                 "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns},
                 "data": {key: yaml.safe_dump(data, sort_keys=False)}})
         site.ports["ca"] = free_port()
-        rel = site.release("cluster-autoscaler") or site.release("autoscaler")
-        extra = dict((rel or {}).get("values", {}).get("extraArgs", {}) or {})
-        args = {
-            "cloud-provider": "kwok", "kubeconfig": str(site.kubeconfig), "namespace": ns,
-            "address": f"127.0.0.1:{site.ports['ca']}", "leader-elect": "false",
-            "scan-interval": "5s", "v": "2",
-        }
-        for k, v in extra.items():
-            if k not in ("kubeconfig", "address", "namespace", "leader-elect", "cloud-provider"):
-                args[k] = str(v).lower() if isinstance(v, bool) else str(v)
-        self._start(site, "cluster-autoscaler", [str(self.bins["cluster-autoscaler"])] + [f"--{k}={v}" for k, v in args.items()],
-                    {"KWOK_PROVIDER_MODE": "local", "KUBECONFIG": str(site.kubeconfig), "POD_NAMESPACE": ns,
+        kubeconfig = self.token_kubeconfig(site, ns, pod.get("serviceAccountName") or "default", site.dir / "cluster-autoscaler.kubeconfig")
+        rendered_flags = [a for a in (container.get("command") or [])[1:] + (container.get("args") or [])]
+        kept = [a for a in rendered_flags if a.startswith("--") and a[2:].split("=", 1)[0] not in self.CA_LAB_FLAGS]
+        lab = [
+            "--cloud-provider=kwok", f"--kubeconfig={kubeconfig}", f"--namespace={ns}",
+            f"--address=127.0.0.1:{site.ports['ca']}", "--leader-elect=false",
+            # rendered: the default 10 s; the lab looks twice as often
+            "--scan-interval=5s",
+        ]
+        site.autoscaler_argv = kept + lab
+        env = {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
+        self._start(site, "cluster-autoscaler", [str(self.bins["cluster-autoscaler"]), *kept, *lab],
+                    {**env, "KWOK_PROVIDER_MODE": "local", "KUBECONFIG": str(site.kubeconfig), "POD_NAMESPACE": ns,
                      "KWOK_PROVIDER_CONFIGMAP": "kwok-provider-config"})
 
     # -------------------------------------------------------------- helpers for tests

@@ -18,9 +18,14 @@ written by hand:
   time-slicing label cloud/program.py adds), the labels EKS itself sets
   (``eks.amazonaws.com/nodegroup``, ``eks.amazonaws.com/capacityType``,
   ``node.kubernetes.io/instance-type``, zone and region), and the instance's
-  vCPUs, memory, GPUs and EFA interfaces from gpufleet/catalog.py. The same
-  node, without a name, is the template cluster-autoscaler's kwok provider
-  grows the group from.
+  vCPUs, memory and GPUs from gpufleet/catalog.py. A node of an EFA pool
+  registers without ``vpc.amazonaws.com/efa``: on EKS that resource appears
+  only once the EFA device plugin registered with the node's kubelet, and the
+  lab adds it when a pod of the rendered plugin DaemonSet runs on the node
+  (fedlab.py ``EfaRegistration``). The same node with its EFA interfaces (what
+  the group's ``node-template/resources`` tag says, cloud/nodepools.py) and
+  without a name is the template cluster-autoscaler's kwok provider grows the
+  group from.
 
 Not in the fleet model, so fixed here (and said in tests/fedlab/README.md):
 the CPU and memory of data-centre servers (``DC_CPU``/``DC_MEMORY``) and the
@@ -47,6 +52,7 @@ CA_DESIRED = "cluster-autoscaler.kwok.nodegroup/desired-count"
 MAX_PODS = "110"
 DC_CPU = {"cpu-control-plane": "32", "default": "128"}
 DC_MEMORY = {"cpu-control-plane": "128Gi", "default": "1Ti"}
+EFA_RESOURCE = "vpc.amazonaws.com/efa"
 CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
 
 
@@ -144,8 +150,10 @@ def _pool_args(fleet: Fleet, site: Site):
 _EKS_CAPACITY_LABEL = {"ON_DEMAND": "ON_DEMAND", "SPOT": "SPOT", "CAPACITY_BLOCK": "CAPACITY_BLOCK"}
 
 
-def pool_template(fleet: Fleet, site: Site, pool, args, index: int = 0, zone: str | None = None) -> dict[str, Any]:
-    """One node of the pool, as EKS registers it (the autoscaler's template too)."""
+def pool_template(fleet: Fleet, site: Site, pool, args, index: int = 0, zone: str | None = None,
+                  efa: bool = False) -> dict[str, Any]:
+    """One node of the pool, as EKS registers it; with ``efa`` its EFA interfaces too
+    (as the device plugin would add them; the autoscaler's template)."""
     _, replicas = _sharing(fleet, site)
     itype = INSTANCE_TYPES[args.instance_types[0]]
     zone = zone or args.zones[index % len(args.zones)]
@@ -161,8 +169,8 @@ def pool_template(fleet: Fleet, site: Site, pool, args, index: int = 0, zone: st
     if itype.gpus:
         rep = replicas.get(str(itype.accelerator), 1) if "nvidia.com/device-plugin.config" in labels else 1
         resources.update(_gpu_resources(itype.gpus, rep, Counter()))
-    if args.efa_interfaces:
-        resources["vpc.amazonaws.com/efa"] = str(args.efa_interfaces)
+    if efa and args.efa_interfaces:
+        resources[EFA_RESOURCE] = str(args.efa_interfaces)
     name = f"{args.node_group_name}-{index}"
     annotations = {CA_NODEGROUP: pool.name, CA_MIN: str(pool.min_size), CA_MAX: str(pool.max_size), CA_DESIRED: str(pool.min_size)}
     return _node(name, labels, [dict(t) for t in args.taints], resources, annotations, provider_id=f"kwok:{name}")
@@ -180,12 +188,19 @@ def aws_templates(fleet: Fleet, site: Site) -> list[dict[str, Any]]:
     """One template node per pool, for cluster-autoscaler's kwok provider."""
     out = []
     for pool, args in _pool_args(fleet, site):
-        t = pool_template(fleet, site, pool, args, 0)
+        t = pool_template(fleet, site, pool, args, 0, efa=True)
         t["metadata"]["name"] = args.node_group_name
         t["metadata"]["labels"]["kubernetes.io/hostname"] = args.node_group_name
         del t["spec"]["providerID"]
         out.append(t)
     return out
+
+
+def efa_interfaces(fleet: Fleet, site: Site) -> dict[str, int]:
+    """Pool name -> EFA interfaces per node, for the site's EFA pools."""
+    if not site.is_aws:
+        return {}
+    return {pool.name: args.efa_interfaces for pool, args in _pool_args(fleet, site) if args.efa_interfaces}
 
 
 def site_nodes(fleet: Fleet, site: Site, render: Path) -> list[dict[str, Any]]:
