@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, ROOT, ansible_env
+from ansible_kit import BIN, ROOT, ansible_env
 
 PLAYBOOKS = sorted((ROOT / "baremetal").glob("*.yml"))
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, ROOT, ansible_env, rendered_inventory
+from ansible_kit import BIN, ROOT, ansible_env, rendered_inventory
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, ROOT, ansible_env, rendered_inventory
+from ansible_kit import BIN, ROOT, ansible_env, rendered_inventory
 
 MIG_TASKS = ROOT / "roles" / "mig" / "tasks" / "main.yml"
 SELECT_TASK = "Choose the mig-parted config for this host"

@@ -182,7 +182,11 @@ def test_uv_bootstrap_hashes_are_pypis(platform: str, tmp_path: Path) -> None:
     """pip itself checks each pinned hash against the wheel PyPI serves for
     that platform; a changed hash is refused."""
     req = _requirements_file()
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
+    # The pip that installs uv: the Makefile's bootstrap environment (the test
+    # environment itself, made by uv, has no pip).
+    pip = ROOT / ".tools" / "bin" / "pip"
+    assert pip.exists(), f"{pip}: missing; `make env-dev` creates it"
+    cmd = [str(pip), "download", "--quiet", "--no-deps", "--only-binary", ":all:",
            "--platform", platform, "--require-hashes", "-r", str(req), "-d", str(tmp_path / "wheels")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -212,7 +216,7 @@ def _gpg_key(home: Path, name: str) -> tuple[Path, str]:
 
 
 def _check_key(tmp_path: Path, key: Path, pinned: list[str]) -> subprocess.CompletedProcess[str]:
-    from conftest import BIN, ansible_env
+    from ansible_kit import BIN, ansible_env
 
     play = [{
         "name": "Check a signing key the way package_source does",

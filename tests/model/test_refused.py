@@ -386,7 +386,7 @@ def _probe(root: Path) -> dict:
 @pytest.fixture(scope="module")
 def baseline_kib(tmp_path_factory) -> int:
     """Peak memory of validating the unchanged example, the yardstick for 'bounded'."""
-    from conftest import copy_example
+    from fleet_copy import copy_example
 
     copy = copy_example(tmp_path_factory.mktemp("baseline"))
     return _probe(copy.root)["maxrss_kib"]
