@@ -432,25 +432,84 @@ class EfaRegistration:
     kwok provider creates them from a template that has it) gets the resource
     in ``status.capacity``/``allocatable`` while a Running pod of the rendered
     DaemonSet ``kube-system/aws-efa-k8s-device-plugin`` is bound to it, and
-    loses it otherwise. Nodes are watched, so a node cluster-autoscaler adds
-    loses the resource before the node is Ready and untainted.
+    loses it otherwise. A node is registered without it: a mutating admission
+    webhook served here takes the resource out of every new node of an EFA pool
+    (the kwok provider creates them from its template, which has it), so no pod
+    that needs EFA is bound to a node before its plugin runs.
     """
 
-    def __init__(self, client: SiteClient, interfaces: dict[str, int], echo: Callable[[str], None]):
+    WEBHOOK = "fedlab-efa-registration"
+
+    def __init__(self, site: Site, interfaces: dict[str, int], echo: Callable[[str], None]):
         import threading
 
         from k8s.efa import NAME, NAMESPACE
 
-        self.client, self.interfaces, self.echo = client, interfaces, echo
+        self.site, self.client, self.interfaces, self.echo = site, site.client, interfaces, echo
         self.plugin, self.namespace = NAME, NAMESPACE
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._watch_nodes, name="efa-nodes", daemon=True),
                         threading.Thread(target=self._poll, name="efa-pods", daemon=True)]
         self.changes: list[tuple[float, str, str]] = []  # (time, node, "added"/"removed")
+        self.server = None
 
     def start(self) -> None:
+        self._serve_webhook()
         for t in self.threads:
             t.start()
+
+    def _serve_webhook(self) -> None:
+        import base64
+        import http.server
+        import threading
+
+        efa_path = "/" + lab_nodes.EFA_RESOURCE.replace("~", "~0").replace("/", "~1")
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                req = review["request"]
+                st = (req.get("object") or {}).get("status") or {}
+                ops = [{"op": "remove", "path": f"/status/{k}{efa_path}"} for k in ("capacity", "allocatable")
+                       if lab_nodes.EFA_RESOURCE in (st.get(k) or {})]
+                resp: dict[str, Any] = {"uid": req["uid"], "allowed": True}
+                if ops:
+                    resp.update(patchType="JSONPatch", patch=base64.b64encode(json.dumps(ops).encode()).decode())
+                out = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": resp}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args):
+                pass
+
+        cert, key = self.site.pki.issue("efa-webhook", "fedlab-efa-webhook", server=True, dns=["localhost"], ips=["127.0.0.1"])
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(cert), str(key))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, name="efa-webhook", daemon=True).start()
+        port = self.server.server_address[1]
+        body = {
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": self.WEBHOOK},
+            "webhooks": [{
+                "name": "efa-registration.fedlab.gpufleet.io",
+                "clientConfig": {"url": f"https://127.0.0.1:{port}/node",
+                                 "caBundle": base64.b64encode(self.site.pki.ca_file.read_bytes()).decode()},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["nodes"]}],
+                "objectSelector": {"matchExpressions": [{"key": "gpufleet.io/pool", "operator": "In", "values": sorted(self.interfaces)}]},
+                "sideEffects": "None", "admissionReviewVersions": ["v1"], "failurePolicy": "Fail", "timeoutSeconds": 5,
+            }],
+        }
+        self.client.apply(body, manager="fedlab")
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.server is not None:
+            self.server.shutdown()
 
     def _plugin_nodes(self) -> set[str]:
         status, body, _ = self.client.request("GET", f"/api/v1/namespaces/{self.namespace}/pods", timeout=10)
@@ -594,7 +653,7 @@ class Federation:
     def down(self) -> None:
         self.volumes.stop.set()
         for e in self.efa.values():
-            e.stop.set()
+            e.close()
         self.procs.stop()
 
     def _step(self, name: str, fn: Callable[[], Any]) -> Any:
@@ -854,7 +913,7 @@ class Federation:
         for site in self.sites.values():
             interfaces = lab_nodes.efa_interfaces(self.fleet, self.fleet.site(site.name))
             if interfaces:
-                self.efa[site.name] = EfaRegistration(site.client, interfaces, self.echo)
+                self.efa[site.name] = EfaRegistration(site, interfaces, self.echo)
                 self.efa[site.name].start()
 
     # -------------------------------------------------------------- controllers
