@@ -30,6 +30,7 @@ from cloud.cluster import Addons, Cluster, ClusterArgs
 from cloud.context import StackContext
 from cloud.network import Network, NetworkArgs
 from cloud.nodepools import NodePool, NodePoolArgs, NodeRole
+from gpufleet import facts
 from gpufleet.model import Fleet, Site
 
 KUBECONFIG_KEY = "kubeconfig"
@@ -50,12 +51,9 @@ class SiteResult:
 def time_slicing_labels(fleet: Fleet, site: Site) -> dict[str, dict[str, str]]:
     """Accelerator -> the device-plugin config label its GPU pools carry, where a
     model served at this site shares GPUs by time-slicing (the GPU operator
-    add-on publishes the matching configuration)."""
-    if importlib.util.find_spec("k8s.gpu_operator") is None:
-        return {}
-    from k8s.gpu_operator import device_plugin_node_labels
-
-    return device_plugin_node_labels(fleet, site)
+    add-on publishes the matching configuration; the label is a shared fact,
+    gpufleet.facts)."""
+    return facts.device_plugin_node_labels(fleet, site)
 
 
 def cluster_name(fleet: Fleet, site: Site) -> str:

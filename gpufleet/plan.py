@@ -13,6 +13,7 @@ from typing import Any
 
 from gpufleet import __version__
 from gpufleet.catalog import ACCELERATORS
+from gpufleet.model.dispatch import dispatch_plan
 from gpufleet.model import Fleet, Site, model_weights_gib, replica_memory_gib, replica_memory_need_gib
 
 PLAN_FORMAT = 1
@@ -85,10 +86,8 @@ def _site_plan(fleet: Fleet, site: Site) -> dict[str, Any]:
 
 def _queues(fleet: Fleet) -> list[dict[str, Any]]:
     """Per queue: the MultiKueue dispatch order, the GPUs behind each step and
-    the share of the queue's quota Kueue is given there (the same computation
-    the Kueue add-on renders)."""
-    from k8s.multikueue import dispatch_plan
-
+    the share of the queue's quota Kueue is given there (gpufleet.model.dispatch,
+    which the Kueue add-on renders)."""
     out = []
     for q in dispatch_plan(fleet):
         out.append(

@@ -27,6 +27,7 @@ import importlib.util
 from typing import Any
 
 from gpufleet.errors import FleetError, Problem
+from gpufleet.model.dispatch import DispatchError
 from k8s.core import AddonBundle, Chart
 
 __all__ = ["AddonBundle", "Chart", "OPTIONAL_ADDONS", "BundleError", "site_bundles"]
@@ -85,7 +86,7 @@ def site_bundles(fleet, site_name: str) -> list[AddonBundle]:
         bundles.append(trainer.build(fleet, site))
         for build in (dispatcher.build, autoscaler.build, efa.build):
             bundles += _as_list(build(fleet, site), f"{build.__module__}.build")
-    except (kueue.KueueError, gpu_operator.GpuOperatorError, policy.PolicyError) as exc:
+    except (DispatchError, kueue.KueueError, gpu_operator.GpuOperatorError, policy.PolicyError) as exc:
         raise BundleError(str(exc)) from None
     for module in OPTIONAL_ADDONS:
         build = _optional_builder(module)

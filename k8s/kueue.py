@@ -55,6 +55,7 @@ from typing import Any
 import yaml
 
 from gpufleet.model import Fleet, QueueRef, Site
+from gpufleet.model.dispatch import allocate_quota, borrowing_limit, dispatch_order, queues_by_priority  # noqa: F401  (k8s.kueue's API)
 from k8s import versions
 from k8s.core import AddonBundle, Chart
 
@@ -139,57 +140,6 @@ def tolerations(taints: list[tuple[str, str, str]]) -> list[dict[str, str]]:
 
 
 # ------------------------------------------------------------ dispatch and quota
-
-
-def dispatch_order(fleet: Fleet, ref: QueueRef) -> list[str]:
-    """The queue's worker sites in dispatch order: data centres first, then cloud
-    regions, each group in the order fleet.yaml gives; only sites its data class
-    may be at. The hub is never a worker."""
-    allowed = fleet.allowed_sites(ref.queue.data_class)
-    sites = []
-    for name in ref.queue.sites:
-        try:
-            site = fleet.site(name)
-        except KeyError:
-            raise KueueError(f"queue {ref.name}: unknown site '{name}'") from None
-        if name == fleet.hub:
-            raise KueueError(f"queue {ref.name}: '{name}' is the hub, which cannot run the workloads it dispatches")
-        if allowed is not None and name not in allowed:
-            continue  # never dispatch regulated data where it may not be
-        sites.append(site)
-    ordered = [s.name for s in sites if not s.is_aws] + [s.name for s in sites if s.is_aws]
-    if not ordered:
-        raise KueueError(f"queue {ref.name}: no site to dispatch to (sites {ref.queue.sites}, data class {ref.queue.data_class})")
-    return ordered
-
-
-def queues_by_priority(fleet: Fleet) -> list[QueueRef]:
-    return sorted(fleet.queues, key=lambda r: (-r.queue.priority, r.name))
-
-
-def allocate_quota(fleet: Fleet) -> dict[str, dict[str, Counter[str]]]:
-    """queue -> site -> {accelerator: nominal GPUs}.
-
-    Higher-priority queues are placed first; each queue fills its sites in
-    dispatch order, never beyond what a site has left. A queue whose quota does
-    not fit beside higher-priority queues gets what is left and borrows the rest.
-    """
-    left: dict[str, Counter[str]] = {s.name: Counter(s.gpu_capacity()) for s in fleet.sites}
-    out: dict[str, dict[str, Counter[str]]] = {}
-    for ref in queues_by_priority(fleet):
-        per_site: dict[str, Counter[str]] = {s: Counter() for s in dispatch_order(fleet, ref)}
-        for acc, want in sorted(ref.queue.quota.items()):
-            for site in per_site:
-                take = min(want, left[site][acc])
-                per_site[site][acc] = take
-                left[site][acc] -= take
-                want -= take
-        out[ref.name] = per_site
-    return out
-
-
-def borrowing_limit(ref: QueueRef, accelerator: str) -> int:
-    return ref.queue.quota.get(accelerator, 0) * ref.queue.borrowing_limit_percent // 100
 
 
 def cohort_name(fleet: Fleet) -> str:

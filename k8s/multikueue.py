@@ -35,13 +35,11 @@ from collections import Counter
 from typing import Any
 
 from gpufleet.model import Fleet, QueueRef
+from gpufleet.model.dispatch import DISPATCHER, dispatch_plan  # noqa: F401  (dispatch_plan: k8s.multikueue's API)
 from k8s import kueue, versions
-from k8s.dispatcher.controller import NAME as DISPATCHER
 from k8s.kueue import cohort, flavor, local_queue, priority_class, topologies_of
 
 CONTROLLER = "kueue.x-k8s.io/multikueue"
-# When the next site of a queue's list is nominated (what `gpufleet plan` shows).
-DISPATCH_RULE = "next site only when the last nominated one reports it cannot admit the job (QuotaReserved=False, no preemption pending) or is unreachable"
 
 
 def manager_settings() -> dict[str, Any]:
@@ -122,58 +120,6 @@ def hub_objects(fleet: Fleet) -> list[dict[str, Any]]:
     objs += [kueue.cluster_queue(fleet, r, Counter(r.queue.quota), admission_check=admission_check_name(r)) for r in refs]
     objs += [local_queue(r) for r in refs]
     return objs
-
-
-def dispatch_plan(fleet: Fleet) -> list[dict[str, Any]]:
-    """Per queue, highest priority first: where its workloads go, in order, and
-    the GPUs behind each step.
-
-    Each step has ``site``, ``kind`` (aws or datacenter), ``gpus`` (whole GPUs
-    of each of the queue's accelerators at that site) and ``quota`` (the share
-    of the queue's quota placed there; the rest of ``gpus`` is shared with
-    other queues in the site's cohort). ``unplaced`` is quota that did not fit
-    beside higher-priority queues (the queue must borrow it);
-    ``reordered`` is true when data centres were moved before cloud regions.
-    """
-    nominal = kueue.allocate_quota(fleet)
-    plan = []
-    for ref in kueue.queues_by_priority(fleet):
-        order = kueue.dispatch_order(fleet, ref)
-        declared = [s for s in ref.queue.sites if s in order]
-        steps = []
-        for i, name in enumerate(order, start=1):
-            site = fleet.site(name)
-            capacity = site.gpu_capacity()
-            steps.append(
-                {
-                    "step": i,
-                    "site": name,
-                    "kind": site.kind,
-                    "gpus": {a: capacity[a] for a in sorted(ref.queue.quota)},
-                    "quota": {a: nominal[ref.name][name][a] for a in sorted(ref.queue.quota)},
-                }
-            )
-        placed = Counter()
-        for per_site in nominal[ref.name].values():
-            placed.update(per_site)
-        plan.append(
-            {
-                "name": ref.name,
-                "team": ref.team.name,
-                "namespace": ref.namespace,
-                "priority": ref.queue.priority,
-                "data_class": ref.queue.data_class,
-                "allowed_sites": fleet.allowed_sites(ref.queue.data_class),
-                "quota": dict(sorted(ref.queue.quota.items())),
-                "borrowing_limit": {a: kueue.borrowing_limit(ref, a) for a in sorted(ref.queue.quota)},
-                "dispatcher": DISPATCHER,
-                "rule": DISPATCH_RULE,
-                "reordered": declared != order,
-                "steps": steps,
-                "unplaced": {a: n - placed[a] for a, n in sorted(ref.queue.quota.items()) if n > placed[a]},
-            }
-        )
-    return plan
 
 
 def build(fleet: Fleet):

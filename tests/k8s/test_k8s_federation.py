@@ -10,6 +10,7 @@ import yaml
 import k8s
 from cloud.nodepools import NodePoolArgs
 from gpufleet.baremetal_vars import node_labels, node_taints
+from gpufleet.model.dispatch import DispatchError
 from k8s import kueue, multikueue
 from k8s_harness import named, objects_of
 from tests.schemas import assert_valid
@@ -76,7 +77,7 @@ def test_hub_is_never_a_worker(bundles, fleet):
     assert clusters == ["dc-fra", "aws-euc1"]
     ref = fleet.queues[0]
     forged = type(ref)(ref.team, ref.queue.model_copy(update={"sites": [fleet.hub]}))
-    with pytest.raises(kueue.KueueError, match="is the hub"):
+    with pytest.raises(DispatchError, match="is the hub"):
         kueue.dispatch_order(fleet, forged)
 
 
