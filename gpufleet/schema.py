@@ -188,7 +188,7 @@ class Placement(Strict):
 
 class ServedModel(Strict):
     name: Name
-    source: str = Field(min_length=1, description="Hugging Face repository or object-store path")
+    source: str = Field(min_length=1, description="Hugging Face repository, or an object-store path s3://bucket/prefix (required for a data class with a residency rule)")
     parameters_b: float = Field(gt=0, le=2000, description="parameters, in billions")
     quantization: Quantization = "none"
     context_length: int = Field(ge=256, le=1_048_576)

@@ -141,7 +141,23 @@ def models(ctx: Context) -> list[Problem]:
         if m.placement.mig_profile and m.time_slicing:
             out.append(ctx.problem(f"{path}.time_slicing", "time-slicing applies to whole GPUs, not MIG slices"))
         out += model_capacity(ctx, m, path)
+        out += model_source(ctx, m, path)
     return out
+
+
+OBJECT_STORE_SCHEMES = ("s3://",)
+
+
+def model_source(ctx: Context, m: ServedModel, path: str) -> list[Problem]:
+    """A model whose data class has a residency rule loads its weights from the
+    site's object store: its namespace may reach only DNS, itself and that
+    store (k8s/policy.py, regulated_egress), so a Hugging Face download would
+    never start."""
+    if m.data_class not in ctx.classes or m.source.startswith(OBJECT_STORE_SCHEMES):  # no rule: reported by residency()
+        return []
+    return [ctx.problem(f"{path}.source", (
+        f"'{m.name}' holds '{m.data_class}' data, whose namespace reaches only DNS, itself and the site's object store:"
+        f" give the weights as an object-store path (s3://bucket/prefix), not '{m.source}'"))]
 
 
 def model_capacity(ctx: Context, m: ServedModel, path: str) -> list[Problem]:

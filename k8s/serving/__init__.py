@@ -75,6 +75,16 @@ def _adapter_chart(cfg: dict[str, Any]) -> Chart:
     )
 
 
+def model_store(fleet: Fleet, site: Site, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Where vLLM reads weights given as s3:// paths at ``site``: S3 itself at an
+    AWS site (the default credential chain: the pod's role), the site's MinIO at
+    a data centre (endpoint and keys from the Secret ``model_store.minio_secret``)."""
+    ms = cfg["model_store"]
+    if site.is_aws:
+        return {"region": site.region}
+    return {**ms, "endpoint": ms["minio_endpoint"].format(fleet=fleet.name, site=site.name)}
+
+
 def build(fleet: Fleet, site: Site | str, config: dict[str, Any] | None = None) -> list[AddonBundle]:
     """The serving bundles of ``site`` (a Site or a site name)."""
     s = _site(fleet, site)
@@ -85,6 +95,7 @@ def build(fleet: Fleet, site: Site | str, config: dict[str, Any] | None = None) 
     from gpufleet import facts
 
     cfg["_time_slicing_labels"] = facts.device_plugin_node_labels(fleet, s)
+    cfg["_model_store"] = model_store(fleet, s, cfg)
     vllm_objs = namespaces(fleet, s, models, cfg)
     for m in models:
         vllm_objs += build_model(s, m, cfg, where=f"models[{fleet.models.index(m)}]")

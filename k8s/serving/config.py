@@ -100,6 +100,20 @@ CONFIG: dict[str, Any] = {
         "secret": "llm-cache",
         "password_key": "password",
     },
+    # --- model store: weights given as s3:// paths ------------------------------
+    # A model's `source` may be an object-store path (required for a data class
+    # with a residency rule: its namespace reaches nothing else). vLLM streams
+    # the safetensors from there with Run:ai's model streamer (--load-format
+    # runai_streamer), which the vllm-openai image ships. AWS sites read S3
+    # with the pod's role; data centres read their MinIO (path-style) with keys
+    # from this Secret.
+    "model_store": {
+        "minio_endpoint": "https://minio.{site}.{fleet}.internal",
+        "minio_region": "us-east-1",
+        "minio_secret": "model-store-minio",
+        "minio_access_key_key": "access-key",
+        "minio_secret_key_key": "secret-key",
+    },
     # --- feedback: prompts and responses to object storage ----------------------
     "feedback": {
         # One bucket per site. AWS sites write to S3 with the gateway's IAM role

@@ -105,6 +105,8 @@ def vllm_args(model: ServedModel, lay: Layout, cfg: dict[str, Any]) -> list[str]
     ]
     if model.quantization != "none":
         args += ["--quantization", VLLM_QUANTIZATION[model.quantization]]
+    if from_object_store(model):
+        args += ["--load-format", "runai_streamer"]
     args += ["--tensor-parallel-size", str(lay.tensor_parallel)]
     if lay.multi_node:
         args += ["--pipeline-parallel-size", str(lay.pipeline_parallel), "--distributed-executor-backend", "ray"]
@@ -209,6 +211,30 @@ def _volumes(model: ServedModel, lay: Layout, cfg: dict[str, Any]) -> tuple[list
     return volumes, mounts
 
 
+def from_object_store(model: ServedModel) -> bool:
+    """Weights given as an object-store path (s3://bucket/prefix), not a Hugging Face repository."""
+    return model.source.startswith("s3://")
+
+
+def _store_env(store: dict[str, Any]) -> list[dict[str, Any]]:
+    """The model streamer's S3 settings (the AWS SDK's variables): S3 with the
+    pod's role at an AWS site; the site's MinIO, path-style, with keys at a data centre."""
+    if "endpoint" not in store:
+        return [{"name": "AWS_REGION", "value": store["region"]}]
+
+    def secret(key: str) -> dict[str, Any]:
+        return {"secretKeyRef": {"name": store["minio_secret"], "key": store[key]}}
+
+    return [
+        {"name": "AWS_ENDPOINT_URL", "value": store["endpoint"]},
+        {"name": "AWS_REGION", "value": store["minio_region"]},
+        {"name": "AWS_EC2_METADATA_DISABLED", "value": "true"},
+        {"name": "RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING", "value": "0"},
+        {"name": "AWS_ACCESS_KEY_ID", "valueFrom": secret("minio_access_key_key")},
+        {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": secret("minio_secret_key_key")},
+    ]
+
+
 def _env(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     v = cfg["vllm"]
     hf, key = v["hf_token_secret"], v["api_key_secret"]
@@ -254,6 +280,8 @@ def _security(cfg: dict[str, Any]) -> dict[str, Any]:
 def _pod_spec(model: ServedModel, site: Site, lay: Layout, cfg: dict[str, Any], container: dict[str, Any]) -> dict[str, Any]:
     volumes, mounts = _volumes(model, lay, cfg)
     container = {**container, "volumeMounts": mounts, "securityContext": _security(cfg)}
+    if from_object_store(model):
+        container["env"] = container["env"] + _store_env(cfg["_model_store"])
     selector = {ACCELERATOR_LABEL: model.placement.accelerator, SITE_LABEL: site.name}
     if model.time_slicing and not lay.mig_profile:
         # The nodes whose device plugin shares each GPU (the GPU operator add-on labels them).

@@ -352,6 +352,20 @@ def test_residency_model_violation(fleet):
     ]
 
 
+def test_a_regulated_model_loads_its_weights_from_the_object_store(fleet):
+    """Its namespace reaches only DNS, itself and the site's object store, so a
+    Hugging Face repository as its source would never download (the example
+    had one until this check)."""
+    fleet.edit(F, lambda d: d["models"][2].update(source="acme/clinical-notes-8b-awq"))
+    assert fleet.problems() == [
+        f"{F}: models[2].source: 'clinical-notes-8b' holds 'regulated' data, whose namespace reaches only DNS, itself and"
+        " the site's object store: give the weights as an object-store path (s3://bucket/prefix), not 'acme/clinical-notes-8b-awq'"
+    ]
+    fleet.edit(F, lambda d: d["models"][0].update(source="s3://acme-models/llama"))  # allowed for any model
+    fleet.edit(F, lambda d: d["models"][2].update(source="s3://acme-models/notes"))
+    assert fleet.problems() == []
+
+
 def test_missing_residency_rule(fleet):
     fleet.edit(F, lambda d: d["teams"][1]["queues"][0].update(data_class="regulatd"))
     assert fleet.problems() == [f"{F}: teams[1].queues[0].data_class: no residency rule for data class 'regulatd' (did you mean 'regulated'?)"]

@@ -227,7 +227,7 @@ def generate(out: str | Path, scale: float = 1.0, seed: int = 7) -> Summary:
     for (acc, prof), where in sorted(mig_sites.items()):
         allowed = [s for s in where if s in regulated] or where[:5]
         models.append(
-            {"name": f"notes-{acc.split('-')[0]}-{prof.replace('.', '-').replace('+', '')}", "source": "acme/clinical-notes-8b-awq",
+            {"name": f"notes-{acc.split('-')[0]}-{prof.replace('.', '-').replace('+', '')}", "source": "s3://acme-models/clinical-notes-8b-awq",
              "parameters_b": 8.0 if prof != "1g.10gb" else 3.0, "quantization": "awq", "context_length": 8192,
              "kv_cache_gib": 4, "placement": {"accelerator": acc, "mig_profile": prof}, "sites": allowed, "replicas": 2,
              **({"data_class": "regulated"} if set(allowed) <= set(regulated) else {})}

@@ -78,6 +78,31 @@ def test_quantized_regulated_model_runs_on_its_mig_slice(fleet):
     assert "gpufleet.io/data-class" not in find(objs, "Namespace", big["metadata"]["namespace"])["metadata"]["labels"]
 
 
+def test_weights_from_the_object_store_stream_from_the_sites_store(fleet, edited_fleet):
+    """An s3:// source loads with vLLM's Run:ai model streamer: from the data
+    centre's MinIO (path-style, keys by Secret reference) or from S3 with the
+    pod's role at an AWS site. A Hugging Face source keeps vLLM's default loader."""
+    def env(c: dict) -> dict:
+        return {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+
+    c = server(find(objects(fleet, "dc-fra"), "Deployment", "vllm-clinical-notes-8b"))
+    assert c["args"][:2] == ["--model", "s3://acme-models/clinical-notes-8b-awq"]
+    assert flag(c["args"], "--load-format") == "runai_streamer"
+    e = env(c)
+    assert e["AWS_ENDPOINT_URL"] == "https://minio.dc-fra.acme-llm.internal"
+    assert e["RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING"] == "0" and e["AWS_EC2_METADATA_DISABLED"] == "true"
+    assert e["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "model-store-minio", "key": "access-key"}}
+    assert e["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "model-store-minio", "key": "secret-key"}}
+
+    hf = server(find(objects(fleet, "aws-use1"), "Deployment", workload_name(fleet.models[0])))
+    assert flag(hf["args"], "--load-format") is None and "AWS_ENDPOINT_URL" not in env(hf)
+
+    f = edited_fleet(lambda d: model_entry(d, fleet.models[0].name).update(source="s3://acme-models/llama"))
+    c = server(find(objects(f, "aws-use1"), "Deployment", workload_name(f.models[0])))
+    assert flag(c["args"], "--load-format") == "runai_streamer"
+    assert env(c)["AWS_REGION"] == "us-east-1" and "AWS_ACCESS_KEY_ID" not in env(c), "AWS sites use the pod's role, no keys"
+
+
 def test_whole_gpu_replicas_ask_for_their_gpus_and_tolerate_the_gpu_taint(fleet):
     dep = find(objects(fleet, "aws-euc1"), "Deployment", "vllm-llama-3-1-70b-instruct")
     c = server(dep)
