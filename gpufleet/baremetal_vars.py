@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpufleet import acceptance, facts, mig
+from gpufleet import acceptance, drivers, facts, mig
 from gpufleet.catalog import ACCELERATORS
 from gpufleet.model import Fleet, Server, Site
 
@@ -62,10 +62,11 @@ def node_taints(server: Server) -> list[str]:
     return taints
 
 
-def driver(server: Server) -> dict[str, str]:
-    """The driver branch a server runs and the CUDA it brings."""
-    branch = str(getattr(server.spec, "driver_branch", None) or facts.DEFAULT_DRIVER_BRANCH)
-    return {"gpufleet_driver_branch": branch, "gpufleet_driver_cuda": facts.DRIVER_BRANCH_CUDA[branch]}
+def driver(server: Server) -> dict[str, str | int]:
+    """The driver branch a server runs and the newest CUDA major it runs
+    (gpufleet/drivers.py); the nccl and dcgm roles build for that major."""
+    branch = drivers.BRANCHES[server.driver_branch]
+    return {"gpufleet_driver_branch": branch.name, "gpufleet_driver_cuda": branch.cuda_major}
 
 
 def _inputs(server: Server) -> dict[str, Any]:

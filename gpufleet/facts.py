@@ -221,13 +221,3 @@ def pci_device_models() -> dict[str, str]:
 def nvswitch_device_ids() -> dict[str, str]:
     """NVSwitch PCI device id -> generation (bridges of PCI class 0680 on HGX baseboards)."""
     return dict(catalog.NVSWITCH_PCI_IDS)
-
-
-# --------------------------------------------------------------- driver branch
-#
-# The branch a data-centre server's driver comes from, and the newest CUDA
-# it runs without the forward-compatibility package (NCCL, nccl-tests and
-# DCGM are installed for it). The fleet model's driver-branch table
-# supersedes these values where it gives them.
-DEFAULT_DRIVER_BRANCH = "580"
-DRIVER_BRANCH_CUDA = {"535": "12.2", "550": "12.4", "570": "12.8", "580": "13.0"}
