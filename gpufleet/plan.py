@@ -131,7 +131,8 @@ def build_plan(fleet: Fleet) -> dict[str, Any]:
                 "placement": {"accelerator": p.accelerator, "gpus": p.gpus, "mig_profile": p.mig_profile},
                 "tensor_parallel_size": p.gpus,
                 "sites": list(m.sites),
-                "replicas_per_site": m.replicas,
+                "replicas_per_site": m.replicas,  # the default; replicas_at has each site's count
+                "replicas_at": {s: m.replicas_for(s) for s in m.sites},
                 "data_class": m.data_class,
                 "memory_gib": {
                     "weights": round(model_weights_gib(m), 1),
@@ -185,8 +186,17 @@ def _fleet_facts(fleet: Fleet) -> dict[str, dict[str, Any]]:
     for m in fleet.models:
         p = m.placement
         place = f"MIG {p.mig_profile} of {p.accelerator}" if p.mig_profile else f"{p.gpus} x {p.accelerator}"
-        facts["models"][m.name] = f"{place}, {m.quantization}, {m.replicas} replicas at {', '.join(m.sites)}"
+        facts["models"][m.name] = f"{place}, {m.quantization}, {_replicas_text(m)}"
     return facts
+
+
+def _replicas_text(m) -> str:  # noqa: ANN001 - ServedModel
+    """``2 replicas at aws-euc1, aws-use1; 3 at dc-fra``: the sites grouped by their count, the default first."""
+    by_count: dict[int, list[str]] = {}
+    for s in m.sites:
+        by_count.setdefault(m.replicas_for(s), []).append(s)
+    parts = [f"{n} at {', '.join(sites)}" for n, sites in sorted(by_count.items(), key=lambda kv: kv[0] != m.replicas)]
+    return parts[0].replace(" at ", " replicas at ", 1) + "".join(f"; {p}" for p in parts[1:])
 
 
 def diff_fleets(base: Fleet, head: Fleet) -> dict[str, list[dict[str, Any]]]:

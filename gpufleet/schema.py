@@ -195,13 +195,18 @@ class ServedModel(Strict):
     kv_cache_gib: float = Field(gt=0, description="KV-cache memory allowance per replica, GiB")
     placement: Placement
     sites: list[Name] = Field(min_length=1)
-    replicas: int = Field(1, ge=1, le=1000)
+    replicas: int = Field(1, ge=1, le=1000, description="replicas at each site not in replicas_at")
+    replicas_at: dict[Name, Annotated[int, Field(gt=0, le=1000)]] = Field(default_factory=dict, description="replicas at the sites named here (each one of the model's sites); replicas elsewhere")
     data_class: Name | None = None
     time_slicing: int | None = Field(None, ge=1, le=16, description="replicas sharing one GPU by time-slicing")
     prefix_caching: bool = True
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
     record_feedback: bool = False
     pii: bool = False
+
+    def replicas_for(self, site: str) -> int:
+        """The replicas this model runs at ``site``: ``replicas_at[site]``, else ``replicas``."""
+        return self.replicas_at.get(site, self.replicas)
 
 
 class FleetSpec(Strict):

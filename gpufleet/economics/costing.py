@@ -23,11 +23,12 @@ from .perf import ReplicaShape, estimate
 from .prices import COMMITTED, Prices
 
 
-def _model_gpus(m) -> float:  # noqa: ANN001 - ServedModel
+def _model_gpus(m, site: str) -> float:  # noqa: ANN001 - ServedModel
+    """Whole GPUs the model's replicas at ``site`` take (none on MIG slices)."""
     p = m.placement
     if p.mig_profile:
         return 0.0
-    return m.replicas * p.gpus / (m.time_slicing or 1)
+    return m.replicas_for(site) * p.gpus / (m.time_slicing or 1)
 
 
 def as_described(fleet, prices: Prices, demand: Demand | None = None, calibration: Any = None) -> dict[str, Any]:  # noqa: ANN001
@@ -43,7 +44,7 @@ def as_described(fleet, prices: Prices, demand: Demand | None = None, calibratio
             need: dict[str, float] = defaultdict(float)
             for m in fleet.models:
                 if site.name in m.sites:
-                    need[m.placement.accelerator] += _model_gpus(m)
+                    need[m.placement.accelerator] += _model_gpus(m, site.name)
             for pi, pool in enumerate(site.aws.node_pools):
                 acc = pool.accelerator
                 if not acc:
@@ -70,7 +71,7 @@ def as_described(fleet, prices: Prices, demand: Demand | None = None, calibratio
             serving: dict[str, float] = defaultdict(float)
             for m in fleet.models:
                 if site.name in m.sites:
-                    serving[m.placement.accelerator] += _model_gpus(m)
+                    serving[m.placement.accelerator] += _model_gpus(m, site.name)
             mig_gpus: dict[str, float] = defaultdict(float)
             for s in site.servers:
                 if s.spec.accelerator and s.spec.gpu_count:
@@ -86,7 +87,7 @@ def as_described(fleet, prices: Prices, demand: Demand | None = None, calibratio
             for (acc, prof), slices in site.mig_capacity().items():
                 from gpufleet import mig
 
-                want = sum(m.replicas for m in fleet.models if site.name in m.sites and m.placement.mig_profile == prof and m.placement.accelerator == acc)
+                want = sum(m.replicas_for(site.name) for m in fleet.models if site.name in m.sites and m.placement.mig_profile == prof and m.placement.accelerator == acc)
                 used_slices = min(slices, want)
                 used_gpu_hours += used_slices * mig.MIG_PROFILES[acc][prof].memory_slices / mig.MEMORY_SLICES * H
 
@@ -169,7 +170,7 @@ def _serving_shortfall(fleet, demand: Demand, calibration: Any, unmet: list[str]
         shape = ReplicaShape(p.accelerator, p.mig_profile, m.quantization, p.gpus)
         e = estimate(shape, demand.workload(i), d.model, calibration)
         sites = [s for s in d.sites if s in m.sites]
-        replicas = m.replicas * len(sites) / (m.time_slicing or 1)
+        replicas = sum(m.replicas_for(s) for s in sites) / (m.time_slicing or 1)
         have = e.tokens_per_s * replicas
         if have + 1e-6 < need:
             why = f"; {e.reason}" if e.reason else ""

@@ -4,9 +4,9 @@ Edits, with ruamel.yaml's round-trip mode (comments, key order and flow style
 kept, so the result is a reviewable diff):
 
 * ``stacks/fleet.yaml``: each optimised model's placement, quantization,
-  sites, replicas (fleet.yaml holds one count per model: the largest site's
-  peak; the per-site peak and off-peak counts are written as a comment) and
-  KV-cache allowance; each queue's sites (the sites the proposal trains it at
+  sites, replicas (each site's peak count: ``replicas`` the most common one,
+  ``replicas_at`` the sites that differ; the per-site peak and off-peak counts
+  are written as a comment) and KV-cache allowance; each queue's sites (the sites the proposal trains it at
   join its dispatch order, data centres first) and quota (at most the whole
   GPUs left at its sites);
 * ``stacks/Pulumi.<site>.yaml``: GPU node pools sized to the proposal (minSize
@@ -24,7 +24,7 @@ import io
 import math
 import shutil
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -288,12 +288,12 @@ def _write_fleet(fleet, proposal: Proposal, path: Path, capacity: dict[tuple[str
                 del p["mig_profile"]
         if "time_slicing" in m:
             _delete_key(m, "time_slicing")
-        m["replicas"] = max(v[0] for v in per_site.values())
+        last = _write_replicas(m, {str(s): per_site[str(s)][0] for s in sites})
         kv = max(r["kv_cache_gib"] for r in rows)
         room = min(r["memory_offered_gib"] - r["weights_gib"] - RUNTIME_OVERHEAD_GIB * (1 if place["mig_profile"] else place["tensor_parallel"]) for r in rows)
         m["kv_cache_gib"] = max(0.5, math.floor(min(max(kv, 1.0), room) * 10) / 10)
         comment = "gpufleet optimize: replicas peak/off-peak per site: " + ", ".join(f"{s} {v[0]}/{v[1]}" for s, v in sorted(per_site.items()))
-        _eol_comment(m, "replicas", comment)
+        _eol_comment(m, last, comment)
         _ = GPU_MEMORY_UTILIZATION
     # queues: sites the proposal trains at, data centres first; quota at most the whole GPUs there
     kinds = {s.name: s.kind for s in fleet.sites}
@@ -343,6 +343,33 @@ def _write_fleet(fleet, proposal: Proposal, path: Path, capacity: dict[tuple[str
                         del quota[acc]
     _dump(data, path)
     changed.add(rel)
+
+
+def _write_replicas(m, peak: dict[str, int]) -> str:  # noqa: ANN001 - a ruamel CommentedMap
+    """``replicas``: the most common peak count over the model's sites (of equal
+    ones, the smallest); ``replicas_at``: the sites whose count differs, in site
+    order, right after it (removed when none differs). Returns the last of the
+    two keys written: the one the comment after them belongs to."""
+    from ruamel.yaml.comments import CommentedMap
+
+    counts = Counter(peak.values())
+    default = min(counts, key=lambda n: (-counts[n], n))
+    m["replicas"] = default
+    differ = {s: n for s, n in peak.items() if n != default}
+    if not differ:
+        if "replicas_at" in m:
+            _delete_key(m, "replicas_at")
+        return "replicas"
+    at = CommentedMap(differ)
+    at.fa.set_flow_style()
+    if "replicas_at" in m:
+        m["replicas_at"] = at
+    else:
+        m.insert(list(m).index("replicas") + 1, "replicas_at", at)
+        tok = m.ca.items.pop("replicas", None)  # what followed replicas now follows replicas_at
+        if tok is not None:
+            m.ca.items["replicas_at"] = tok
+    return "replicas_at"
 
 
 def _delete_key(m, key: str) -> None:  # noqa: ANN001 - a ruamel CommentedMap

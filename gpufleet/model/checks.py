@@ -142,7 +142,18 @@ def models(ctx: Context) -> list[Problem]:
             out.append(ctx.problem(f"{path}.time_slicing", "time-slicing applies to whole GPUs, not MIG slices"))
         out += model_capacity(ctx, m, path)
         out += model_source(ctx, m, path)
+        out += model_replicas_at(ctx, m, path)
     return out
+
+
+def model_replicas_at(ctx: Context, m: ServedModel, path: str) -> list[Problem]:
+    """``replicas_at`` names only sites the model is placed at: a count for any
+    other site would deploy nothing there, and say it does."""
+    return [
+        ctx.problem(f"{path}.replicas_at.{s}", f"'{s}' is not one of the model's sites{did_you_mean(s, m.sites)}; its sites: {', '.join(m.sites)}")
+        for s in m.replicas_at
+        if s not in m.sites
+    ]
 
 
 OBJECT_STORE_SCHEMES = ("s3://",)

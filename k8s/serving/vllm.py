@@ -359,13 +359,14 @@ def _meta(name: str, namespace: str, lab: dict[str, str]) -> dict[str, Any]:
 
 
 def max_replicas(model: ServedModel, site: Site, cfg: dict[str, Any]) -> int:
-    """Autoscaler ceiling: a multiple of the model's replicas, capped by the site's hardware."""
+    """Autoscaler ceiling: a multiple of the model's replicas at the site, capped by the site's hardware."""
     p = model.placement
+    replicas = model.replicas_for(site.name)
     if p.mig_profile:
         room = site.mig_capacity()[(p.accelerator, p.mig_profile)]
     else:
         room = site.gpu_capacity()[p.accelerator] // p.gpus * (model.time_slicing or 1)
-    return max(model.replicas, min(model.replicas * cfg["autoscaling"]["max_factor"], room))
+    return max(replicas, min(replicas * cfg["autoscaling"]["max_factor"], room))
 
 
 def build_model(site: Site, model: ServedModel, cfg: dict[str, Any], where: str = "") -> list[dict[str, Any]]:
@@ -375,6 +376,7 @@ def build_model(site: Site, model: ServedModel, cfg: dict[str, Any], where: str 
     name = workload_name(model)
     lab = labels(model, site)
     sel = selector(model)
+    replicas = model.replicas_for(site.name)  # replicas_at[site], else replicas
     objs: list[dict[str, Any]] = []
 
     if not lay.multi_node:
@@ -384,7 +386,7 @@ def build_model(site: Site, model: ServedModel, cfg: dict[str, Any], where: str 
             "kind": "Deployment",
             "metadata": _meta(name, ns, lab),
             "spec": {
-                "replicas": model.replicas,
+                "replicas": replicas,
                 "selector": {"matchLabels": sel},
                 # GPUs are the scarce resource: replace a replica in place
                 # rather than waiting for a spare GPU to surge into.
@@ -402,7 +404,7 @@ def build_model(site: Site, model: ServedModel, cfg: dict[str, Any], where: str 
             "kind": "LeaderWorkerSet",
             "metadata": _meta(name, ns, lab),
             "spec": {
-                "replicas": model.replicas,
+                "replicas": replicas,
                 "startupPolicy": "LeaderCreated",
                 "rolloutStrategy": {"type": "RollingUpdate", "rollingUpdateConfiguration": {"maxSurge": 0, "maxUnavailable": 1}},
                 "leaderWorkerTemplate": {
@@ -443,7 +445,7 @@ def build_model(site: Site, model: ServedModel, cfg: dict[str, Any], where: str 
         "metadata": _meta(name, ns, lab),
         "spec": {
             "scaleTargetRef": target,
-            "minReplicas": model.replicas,
+            "minReplicas": replicas,
             "maxReplicas": max_replicas(model, site, cfg),
             "metrics": [{
                 "type": "Pods",

@@ -336,6 +336,36 @@ def test_time_slicing_on_mig(fleet):
     assert fleet.problems() == [f"{F}: models[2].time_slicing: time-slicing applies to whole GPUs, not MIG slices"]
 
 
+def test_replicas_at_names_only_the_models_sites(fleet):
+    fleet.edit(F, lambda d: d["models"][0].update(replicas_at={"dc-fra": 3, "dc-frx": 2}))
+    assert fleet.problems() == [f"{F}: models[0].replicas_at.dc-frx: 'dc-frx' is not one of the model's sites (did you mean 'dc-fra'?); its sites: aws-euc1, aws-use1, dc-fra"]
+    # a real site the model is not placed at is refused too: nothing would be deployed there
+    fleet.edit(F, lambda d: d["models"][1].update(replicas_at={"dc-fra": 1}))
+    fleet.edit(F, lambda d: d["models"][0].pop("replicas_at"))
+    assert fleet.problems() == [f"{F}: models[1].replicas_at.dc-fra: 'dc-fra' is not one of the model's sites; its sites: aws-use1"]
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (0, "Input should be greater than 0"),
+        (1001, "Input should be less than or equal to 1000"),
+        ("2", "Input should be a valid integer (got str '2')"),
+        (2.0, "Input should be a valid integer (got float 2.0)"),
+    ],
+    ids=["zero", "too-many", "string", "float"],
+)
+def test_replicas_at_counts_are_whole_numbers_from_1_to_1000(fleet, value, message):
+    fleet.edit(F, lambda d: d["models"][0].update(replicas_at={"dc-fra": value}))
+    assert fleet.problems() == [f"{F}: models[0].replicas_at.dc-fra: {message}"]
+
+
+def test_replicas_at_sets_one_sites_count(fleet):
+    fleet.edit(F, lambda d: d["models"][0].update(replicas_at={"dc-fra": 3}))
+    m = fleet.load().models[0]
+    assert [(s, m.replicas_for(s)) for s in m.sites] == [("aws-euc1", 2), ("aws-use1", 2), ("dc-fra", 3)]
+
+
 # ---------------------------------------------------------------------- residency
 
 

@@ -181,6 +181,35 @@ def test_model_flags_follow_the_fleet_description(edited_fleet):
     assert flag(args, "--max-model-len") == "32768"
 
 
+def test_replicas_at_sets_one_sites_replicas_and_autoscaler_bounds(edited_fleet):
+    """``replicas`` holds at every site not in ``replicas_at``; the autoscaler's
+    floor is the site's count and its ceiling max_factor (3) times it, capped by
+    the site's L40S (4 per replica: dc-fra 12, aws-euc1 32, aws-use1 24)."""
+    def edit(data):
+        model_entry(data, "llama-3-1-70b-instruct").update(replicas=2, replicas_at={"aws-use1": 1, "dc-fra": 3})
+
+    f = edited_fleet(edit)
+    got = {}
+    for site in ("aws-euc1", "aws-use1", "dc-fra"):
+        objs = objects(f, site)
+        hpa = find(objs, "HorizontalPodAutoscaler", "vllm-llama-3-1-70b-instruct")["spec"]
+        got[site] = (find(objs, "Deployment", "vllm-llama-3-1-70b-instruct")["spec"]["replicas"], hpa["minReplicas"], hpa["maxReplicas"])
+    assert got == {"aws-euc1": (2, 2, 6), "aws-use1": (1, 1, 3), "dc-fra": (3, 3, 3)}
+
+
+def test_replicas_at_sets_a_leader_worker_sets_replicas(edited_fleet):
+    def edit(data):
+        m = model_entry(data, "llama-3-1-70b-instruct")
+        m["placement"]["gpus"] = 8
+        m.update(sites=["dc-fra", "aws-use1"], replicas=1, replicas_at={"aws-use1": 2})
+
+    f = edited_fleet(edit)
+    assert find(objects(f, "dc-fra"), "LeaderWorkerSet", "vllm-llama-3-1-70b-instruct")["spec"]["replicas"] == 1
+    objs = objects(f, "aws-use1")
+    assert find(objs, "LeaderWorkerSet", "vllm-llama-3-1-70b-instruct")["spec"]["replicas"] == 2
+    assert find(objs, "HorizontalPodAutoscaler", "vllm-llama-3-1-70b-instruct")["spec"]["minReplicas"] == 2
+
+
 def pod_template(template: dict, namespace: str, name: str) -> dict:
     return {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": name, "namespace": namespace}, "template": template}
 
