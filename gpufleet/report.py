@@ -11,6 +11,15 @@ from rich.panel import Panel
 from rich.table import Table
 
 
+
+def _replicas_text(m: dict, sites: bool = True) -> str:
+    """"dc-fra, aws-euc1 x 2" or, where sites differ (replicas_at), "dc-fra x 3, aws-euc1 x 2"."""
+    at = m.get("replicas_at") or {s: m["replicas_per_site"] for s in m["sites"]}
+    if len(set(at.values())) <= 1:
+        n = next(iter(at.values()), m["replicas_per_site"])
+        return f"{', '.join(m['sites'])} x {n}" if sites else str(n)
+    return ", ".join(f"{s} x {n}" for s, n in at.items())
+
 def _gpus(d: dict[str, int]) -> str:
     return ", ".join(f"{n} x {a}" for a, n in d.items() if n) or "-"
 
@@ -58,7 +67,7 @@ def print_table(plan: dict[str, Any], console: Console) -> None:
         p = m["placement"]
         place = f"{p['mig_profile']} MIG slice of {p['accelerator']}" if p["mig_profile"] else f"{p['gpus']} x {p['accelerator']} (TP={m['tensor_parallel_size']})"
         mem = m["memory_gib"]
-        models.add_row(m["name"], f"{m['parameters_b']:g}B", m["quantization"], place, f"{mem['needed']} / {mem['offered']} GiB", f"{', '.join(m['sites'])} x {m['replicas_per_site']}", m["data_class"] or "-")
+        models.add_row(m["name"], f"{m['parameters_b']:g}B", m["quantization"], place, f"{mem['needed']} / {mem['offered']} GiB", _replicas_text(m), m["data_class"] or "-")
     console.print(models)
 
     stacks = [f"[bold]{s['name']}[/bold] ({s['stack']['engine']})\n" + "\n".join(f"  - {d}" for d in s["stack"]["declares"]) for s in plan["sites"]]
@@ -139,7 +148,7 @@ def to_markdown(plan: dict[str, Any]) -> str:
     for m in plan["models"]:
         p = m["placement"]
         place = f"MIG {p['mig_profile']} on {p['accelerator']}" if p["mig_profile"] else f"{p['gpus']} x {p['accelerator']}"
-        out.append(f"| `{m['name']}` ({m['parameters_b']:g}B) | {m['quantization']} | {place} | {m['memory_gib']['needed']} / {m['memory_gib']['offered']} | {', '.join(m['sites'])} | {m['replicas_per_site']} |")
+        out.append(f"| `{m['name']}` ({m['parameters_b']:g}B) | {m['quantization']} | {place} | {m['memory_gib']['needed']} / {m['memory_gib']['offered']} | {', '.join(m['sites'])} | {_replicas_text(m, sites=False)} |")
     out += ["", "### What each stack declares", ""]
     for s in plan["sites"]:
         out.append(f"- **{s['name']}** ({s['stack']['engine']})")

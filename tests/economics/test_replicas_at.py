@@ -112,6 +112,11 @@ def test_plan_shows_each_sites_replicas(fleet_copy: Path) -> None:
         "before": "4 x l40s, fp8, 2 replicas at aws-euc1, aws-use1, dc-fra",
         "after": "4 x l40s, fp8, 2 replicas at aws-euc1, aws-use1; 3 at dc-fra",
     }]
+    # The table and the pull-request comment show each site's count too.
+    from gpufleet.report import to_markdown
+
+    row = next(line for line in to_markdown(plan).splitlines() if line.startswith("| `llama-3-1-70b-instruct`"))
+    assert "aws-euc1 x 2, aws-use1 x 2, dc-fra x 3" in row, row
 
 
 def _map(text: str):  # noqa: ANN202 - a ruamel CommentedMap
