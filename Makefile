@@ -15,9 +15,10 @@ $(UV): requirements-uv.txt
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check --require-hashes --only-binary :all: -r requirements-uv.txt
 	touch $(UV)
 
-# The locked runtime environment (what `gpufleet` needs to run).
+# The locked runtime environment (what `gpufleet` needs to run); --inexact
+# keeps the test dependencies that env-dev installed.
 env: $(UV)
-	$(UV) sync --frozen --no-dev --quiet
+	$(UV) sync --frozen --no-dev --inexact --quiet
 
 # The locked environment plus everything the tests need.
 env-dev: $(UV)
