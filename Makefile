@@ -15,10 +15,11 @@ $(UV): requirements-uv.txt
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check --require-hashes --only-binary :all: -r requirements-uv.txt
 	touch $(UV)
 
-# The locked runtime environment (what `gpufleet` needs to run); --inexact
-# keeps the test dependencies that env-dev installed.
+# The locked runtime environment (what `gpufleet` needs to run). Where
+# env-dev installed the test dependencies, they stay (uv sync --no-dev would
+# remove them, --inexact too).
 env: $(UV)
-	$(UV) sync --frozen --no-dev --inexact --quiet
+	if [ -x $(VENV)/bin/pytest ]; then $(UV) sync --frozen --quiet; else $(UV) sync --frozen --no-dev --quiet; fi
 
 # The locked environment plus everything the tests need.
 env-dev: $(UV)
