@@ -77,8 +77,51 @@ def build_image() -> tuple[Path, Step]:
     return image, step
 
 
+# The lab as a fleet of its own: one data-centre site, "lab", whose inventory
+# is the one up.sh writes. Loading it runs the real fleet model over the lab
+# inventory, and the variables the roles need are derived from it exactly as
+# `gpufleet render` derives them (gpufleet.baremetal_vars).
+LAB_FLEET = """\
+# Written by tests/lab/lablib.py: the lab VMs as one data centre.
+name: gpufleet-lab
+hub: lab
+sites:
+  - name: lab
+    kind: datacenter
+    location: VM lab (qemu on 127.0.0.1)
+    inventory: inventory
+    kubernetes_version: "1.33"
+    api_endpoint: lab-api.lab.internal
+    node_cidr: 10.0.2.0/24
+    pod_cidr: 10.244.0.0/16
+"""
+
+
+def derive(inventory: Path) -> Path:
+    """Load the lab inventory as the fleet model does and write beside it the
+    gpufleet-derived.yml `gpufleet render` would write. Rerun it after
+    changing the inventory (make lab-full sets the GPU VM's driver branch)."""
+    from gpufleet.baremetal_vars import host_variables
+    from gpufleet.model import load_fleet
+    from gpufleet.render import DERIVED_INVENTORY, dump_yaml
+
+    # The lab's inventory is also where the derived file goes: one written
+    # by an earlier derive() is not inventory input.
+    out = inventory / DERIVED_INVENTORY
+    out.unlink(missing_ok=True)
+    stacks = inventory.parent / "stacks"
+    stacks.mkdir(parents=True, exist_ok=True)
+    (stacks / "fleet.yaml").write_text(LAB_FLEET.replace("inventory: inventory", f"inventory: {inventory.name}"))
+    (stacks / "Pulumi.lab.yaml").write_text("config:\n  gpufleet:site: lab\n")
+    fleet = load_fleet(stacks / "fleet.yaml")
+    site = fleet.site("lab")
+    hosts = {s.name: host_variables(fleet, site, s) for s in site.servers}
+    out.write_text("# Derived from the lab's fleet model by tests/lab/lablib.py; do not edit.\n" + dump_yaml({"all": {"hosts": hosts}}))
+    return out
+
+
 def up(vms: tuple[str, ...] = DEFAULT_VMS) -> tuple[Path, Step]:
-    """Boot the VMs and return the inventory directory."""
+    """Boot the VMs and return the inventory directory (with the derived variables)."""
     step = Step("boot")
     shutil.rmtree(LAB_DIR / "facts", ignore_errors=True)
     start = time.monotonic()
@@ -91,7 +134,9 @@ def up(vms: tuple[str, ...] = DEFAULT_VMS) -> tuple[Path, Step]:
         raise LabError("booting the VMs failed (see the messages above)", step)
     step.status = "ran"
     step.detail = f"{len(vms)} VMs: {', '.join(vms)}"
-    return Path(proc.stdout.strip().splitlines()[-1]), step
+    inventory = Path(proc.stdout.strip().splitlines()[-1])
+    derive(inventory)
+    return inventory, step
 
 
 def down() -> None:

@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             # In the inventory (not -e), so the testinfra suites see it too.
             with open(inventory / "group_vars" / "lab_gpu.yml", "a", encoding="utf-8") as fh:
                 fh.write("\n" + (lablib.HERE / "full-vars.yml").read_text())
+            lablib.derive(inventory)  # the branch full-vars.yml sets
         _, steps[2] = lablib.preflight(inventory)
         for i in (1, 2):
             step = steps[2 + i]

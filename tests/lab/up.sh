@@ -110,10 +110,12 @@ rm -rf "$INV"
 mkdir -p "$INV/group_vars"
 host_lines() {
   # $1: "cp" for control-plane VMs, "gpu" for the rest; $2: indentation
-  local kind=$1 indent=$2 vm found=0
+  local kind=$1 indent=$2 vm found=0 n=0
   for vm in "${VMS[@]}"; do
+    n=$((n + 1))
     if [[ ($kind == cp && $vm == *-cp-*) || ($kind == gpu && $vm != *-cp-*) ]]; then
-      echo "$indent$vm: {ansible_host: 127.0.0.1, ansible_port: ${PORTS[$vm]}, gpufleet_rack: lab0$([[ $kind == cp ]] && echo 1 || echo 2)}"
+      # BMC: an address from TEST-NET-2 (RFC 5737); nothing contacts it.
+      echo "$indent$vm: {ansible_host: 127.0.0.1, ansible_port: ${PORTS[$vm]}, gpufleet_rack: lab0$([[ $kind == cp ]] && echo 1 || echo 2), gpufleet_bmc_address: 198.51.100.$n}"
       found=1
     fi
   done
