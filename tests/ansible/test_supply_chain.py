@@ -212,6 +212,8 @@ def _gpg_key(home: Path, name: str) -> tuple[Path, str]:
     fpr = next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
     key = home / f"{name}.asc"
     key.write_text(subprocess.run(["gpg", "--batch", "--armor", "--export", name], check=True, capture_output=True, text=True, env=env).stdout)
+    # gpg started an agent for this home; stop it rather than leave it running.
+    subprocess.run(["gpgconf", "--kill", "gpg-agent"], check=True, capture_output=True, env=env, timeout=30)
     return key, fpr
 
 
