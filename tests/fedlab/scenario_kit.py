@@ -42,6 +42,11 @@ PATCH_MANAGER = "gpufleet.io/scenario"
 KEEP_RUNNING = "pod-complete.stage.kwok.x-k8s.io/delay"
 KEEP_RUNNING_JITTER = "pod-complete.stage.kwok.x-k8s.io/jitter-delay"
 TOPOLOGY_REQUIRED = "kueue.x-k8s.io/podset-required-topology"
+# The example's training queues, (queue, team namespace), and the rendered EFA
+# device plugin's DaemonSet (k8s/efa.py), shared by the scenario files.
+RESEARCH = ("research-train", "team-research")
+CLINICAL = ("clinical-train", "team-clinical")
+EFA_PLUGIN = "aws-efa-k8s-device-plugin"
 
 
 def say(line: str) -> None:

@@ -16,7 +16,11 @@ from __future__ import annotations
 import calendar
 import time
 
+import nodes as lab_nodes
 from scenario_kit import (
+    CLINICAL,
+    EFA_PLUGIN,
+    RESEARCH,
     condition,
     copies,
     dispatcher,  # noqa: F401 - fixture
@@ -36,10 +40,7 @@ from scenario_kit import (
 
 from fedlab import Federation, wait_for
 
-RESEARCH = ("research-train", "team-research")
-CLINICAL = ("clinical-train", "team-clinical")
-EFA_PLUGIN = "aws-efa-k8s-device-plugin"
-EFA = "vpc.amazonaws.com/efa"
+EFA = lab_nodes.EFA_RESOURCE
 TRAINER = "trainer.kubeflow.org/v1alpha1"
 
 

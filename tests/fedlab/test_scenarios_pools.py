@@ -11,11 +11,10 @@ import time
 import uuid
 
 import nodes as lab_nodes
-from scenario_kit import elapsed, node_rows, placed_at, pods, remove_at, say, trainjob
+from scenario_kit import EFA_PLUGIN, elapsed, node_rows, placed_at, pods, remove_at, say, trainjob
 
 from fedlab import Federation, wait_for
 
-EFA_PLUGIN = "aws-efa-k8s-device-plugin"
 POOL = "train-h100"
 
 

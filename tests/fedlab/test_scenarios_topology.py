@@ -7,7 +7,9 @@ import ssl
 import time
 import urllib.request
 
+from gpufleet import facts
 from scenario_kit import (
+    RESEARCH,
     TOPOLOGY_REQUIRED,
     condition,
     dispatcher,  # noqa: F401 - fixture
@@ -26,8 +28,7 @@ from scenario_kit import (
 
 from fedlab import Federation, wait_for
 
-RESEARCH = ("research-train", "team-research")
-IB_BLOCK = "gpufleet.io/ib-block"
+IB_BLOCK = facts.LABEL_IB_BLOCK
 
 
 def _explain(fed: Federation, job) -> str:
