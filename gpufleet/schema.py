@@ -208,6 +208,11 @@ class ServedModel(Strict):
         """The replicas this model runs at ``site``: ``replicas_at[site]``, else ``replicas``."""
         return self.replicas_at.get(site, self.replicas)
 
+    @property
+    def from_object_store(self) -> bool:
+        """Weights given as an object-store path (s3://bucket/prefix), not a Hugging Face repository."""
+        return self.source.startswith("s3://")
+
 
 class FleetSpec(Strict):
     name: Name

@@ -156,15 +156,12 @@ def model_replicas_at(ctx: Context, m: ServedModel, path: str) -> list[Problem]:
     ]
 
 
-OBJECT_STORE_SCHEMES = ("s3://",)
-
-
 def model_source(ctx: Context, m: ServedModel, path: str) -> list[Problem]:
     """A model whose data class has a residency rule loads its weights from the
     site's object store: its namespace may reach only DNS, itself and that
     store (k8s/policy.py, regulated_egress), so a Hugging Face download would
     never start."""
-    if m.data_class not in ctx.classes or m.source.startswith(OBJECT_STORE_SCHEMES):  # no rule: reported by residency()
+    if m.data_class not in ctx.classes or m.from_object_store:  # no rule: reported by residency()
         return []
     return [ctx.problem(f"{path}.source", (
         f"'{m.name}' holds '{m.data_class}' data, whose namespace reaches only DNS, itself and the site's object store:"

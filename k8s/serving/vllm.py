@@ -105,7 +105,7 @@ def vllm_args(model: ServedModel, lay: Layout, cfg: dict[str, Any]) -> list[str]
     ]
     if model.quantization != "none":
         args += ["--quantization", VLLM_QUANTIZATION[model.quantization]]
-    if from_object_store(model):
+    if model.from_object_store:
         args += ["--load-format", "runai_streamer"]
     args += ["--tensor-parallel-size", str(lay.tensor_parallel)]
     if lay.multi_node:
@@ -211,11 +211,6 @@ def _volumes(model: ServedModel, lay: Layout, cfg: dict[str, Any]) -> tuple[list
     return volumes, mounts
 
 
-def from_object_store(model: ServedModel) -> bool:
-    """Weights given as an object-store path (s3://bucket/prefix), not a Hugging Face repository."""
-    return model.source.startswith("s3://")
-
-
 def _store_env(store: dict[str, Any]) -> list[dict[str, Any]]:
     """The model streamer's S3 settings (the AWS SDK's variables): S3 with the
     pod's role at an AWS site; the site's MinIO, path-style, with keys at a data centre."""
@@ -280,7 +275,7 @@ def _security(cfg: dict[str, Any]) -> dict[str, Any]:
 def _pod_spec(model: ServedModel, site: Site, lay: Layout, cfg: dict[str, Any], container: dict[str, Any]) -> dict[str, Any]:
     volumes, mounts = _volumes(model, lay, cfg)
     container = {**container, "volumeMounts": mounts, "securityContext": _security(cfg)}
-    if from_object_store(model):
+    if model.from_object_store:
         container["env"] = container["env"] + _store_env(cfg["_model_store"])
     selector = {ACCELERATOR_LABEL: model.placement.accelerator, SITE_LABEL: site.name}
     if model.time_slicing and not lay.mig_profile:
